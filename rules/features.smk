@@ -1,0 +1,59 @@
+# One extraction job per model writes one table per layer; the layers a model exposes are
+# known at parse time, so each model gets its own rule.
+for _model in MODELS:
+
+    rule:
+        name:
+            f"extract_features_{_model}"
+        input:
+            weights=f"results/{{dataset}}/models/{_model}/weights.safetensors",
+            config=f"results/{{dataset}}/models/{_model}/model.json",
+            cells="results/{dataset}/cells.parquet",
+            arrays=cell_shard_arrays,
+        output:
+            expand(
+                "results/{{dataset}}/features/{model}/{layer}.parquet",
+                model=_model,
+                layer=model_layers(_model),
+            ),
+        log:
+            f"logs/{{dataset}}/extract_features/{_model}.log",
+        benchmark:
+            f"logs/{{dataset}}/extract_features/{_model}.bench.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: 4
+        resources:
+            mem_mb=8000,
+            runtime=60,
+        params:
+            layers=model_layers(_model),
+            pooling=config["features"]["pooling"],
+            batch_size=config["features"]["batch_size"],
+            out_dir=f"results/{{dataset}}/features/{_model}",
+        script:
+            "../workflow_scripts/scripts/extract_features.py"
+
+
+rule pca_features:
+    input:
+        cells="results/{dataset}/cells.parquet",
+        arrays=cell_shard_arrays,
+    output:
+        "results/{dataset}/features/pca/pixels.parquet",
+    log:
+        "logs/{dataset}/pca_features.log",
+    benchmark:
+        "logs/{dataset}/pca_features.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        n_components=config["metrics"]["pca_components"],
+        split=config["split"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/scripts/pca_features.py"

@@ -1,0 +1,25 @@
+rule filter_cells:
+    input:
+        tables=cell_shard_tables,
+        qc=cell_shard_qc,
+    output:
+        cells="results/{dataset}/cells.parquet",
+        drops=report(
+            "results/{dataset}/qc/drops.csv",
+            caption="../report/drops.rst",
+            category="QC",
+        ),
+    log:
+        "logs/{dataset}/filter_cells.log",
+    benchmark:
+        "logs/{dataset}/filter_cells.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        filter=config["filter"],
+    script:
+        "../workflow_scripts/scripts/filter_cells.py"

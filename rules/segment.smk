@@ -1,0 +1,55 @@
+rule segment_and_crop:
+    input:
+        fields="results/{dataset}/fields/{shard}.npz",
+        table="results/{dataset}/fields/{shard}.parquet",
+        objects="results/{dataset}/fields/{shard}.objects.parquet",
+    output:
+        crops="results/{dataset}/cells/{shard}.npy",
+        table="results/{dataset}/cells/{shard}.parquet",
+        qc="results/{dataset}/cells/{shard}.qc.json",
+    log:
+        "logs/{dataset}/segment_and_crop/{shard}.log",
+    benchmark:
+        "logs/{dataset}/segment_and_crop/{shard}.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        nucleus_channel=nucleus_channel,
+        segmentation=segmentation_params,
+        crop=config["crop"],
+        save_masks=config["segmentation"]["save_masks"],
+        masks_dir="results/{dataset}/masks",
+    script:
+        "../workflow_scripts/scripts/segment_and_crop.py"
+
+
+rule segmentation_overlay:
+    input:
+        fields=first_shard_fields,
+    output:
+        report(
+            "results/{dataset}/qc/segmentation_overlay.png",
+            caption="../report/segmentation_overlay.rst",
+            category="QC",
+        ),
+    log:
+        "logs/{dataset}/segmentation_overlay.log",
+    benchmark:
+        "logs/{dataset}/segmentation_overlay.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        nucleus_channel=nucleus_channel,
+        segmentation=segmentation_params,
+        channels=dataset_channels,
+        n_fields=config["segmentation"]["overlay_fields"],
+    script:
+        "../workflow_scripts/scripts/segmentation_overlay.py"

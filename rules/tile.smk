@@ -1,0 +1,44 @@
+rule tile_fields:
+    input:
+        fields="results/{dataset}/fields/{shard}.npz",
+        table="results/{dataset}/fields/{shard}.parquet",
+    output:
+        tiles="results/{dataset}/tiles/{shard}.npy",
+        table="results/{dataset}/tiles/{shard}.parquet",
+    log:
+        "logs/{dataset}/tile_fields/{shard}.log",
+    benchmark:
+        "logs/{dataset}/tile_fields/{shard}.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    params:
+        tiling=config["tiling"],
+    script:
+        "../workflow_scripts/scripts/tile_fields.py"
+
+
+rule tile_stats:
+    input:
+        tiles=tile_shard_arrays,
+        tables=tile_shard_tables,
+    output:
+        "results/{dataset}/tiles/stats.json",
+    log:
+        "logs/{dataset}/tile_stats.log",
+    benchmark:
+        "logs/{dataset}/tile_stats.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    params:
+        split=config["split"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/scripts/tile_stats.py"

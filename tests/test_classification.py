@@ -1,0 +1,199 @@
+import warnings
+
+import numpy as np
+import pytest
+
+from workflow_scripts.metrics.classification import cv_splits, logreg_accuracy
+from workflow_scripts.metrics.sampling import stratified_subsample
+
+
+def _blobs(n_per_class=60, n_classes=3, dim=8, sep=6.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=sep, size=(n_classes, dim))
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    features = centres[labels] + rng.normal(size=(len(labels), dim))
+    return features, labels
+
+
+def _batch_effect(n_groups=60, cells_per_group=20, dim=100, seed=0):
+    """Each group has one label and a random offset; within a group only noise.
+
+    The label is predictable from the group's offset (memorising groups), never from
+    anything that generalises to a new group.
+    """
+    rng = np.random.default_rng(seed)
+    group_labels = np.tile(["ctrl", "drug"], n_groups // 2)
+    offsets = rng.normal(scale=3.0, size=(n_groups, dim))
+    groups = np.repeat(np.array([f"well{g:02d}" for g in range(n_groups)]), cells_per_group)
+    group_index = np.repeat(np.arange(n_groups), cells_per_group)
+    features = offsets[group_index] + rng.normal(size=(len(groups), dim))
+    return features, group_labels[group_index], groups
+
+
+def test_separable_classes_score_perfectly():
+    features, labels = _blobs()
+    result = logreg_accuracy(features, labels)
+    assert result["accuracy_mean"] > 0.99
+    assert result["cv"] == "stratified"
+    assert result["n_splits"] == 5
+    assert len(result["fold_accuracies"]) == 5
+    assert set(result) >= {"accuracy_mean", "accuracy_sd", "fold_accuracies", "n_splits", "cv"}
+
+
+def test_noise_labels_score_at_chance():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(600, 10))
+    labels = rng.integers(0, 4, size=600)
+    result = logreg_accuracy(features, labels)
+    assert abs(result["accuracy_mean"] - 0.25) < 0.07
+
+
+def test_string_labels():
+    features, labels = _blobs(n_classes=2)
+    names = np.array(["mitotic", "interphase"])[labels]
+    assert logreg_accuracy(features, names) == logreg_accuracy(features, labels)
+
+
+def test_grouped_cv_removes_the_batch_effect():
+    features, labels, groups = _batch_effect()
+    stratified = logreg_accuracy(features, labels)
+    grouped = logreg_accuracy(features, labels, groups=groups)
+    assert stratified["cv"] == "stratified"
+    assert grouped["cv"] == "grouped"
+    # Seen groups: the offset identifies the group and hence its label.
+    assert stratified["accuracy_mean"] > 0.95
+    # Unseen groups: the offset says nothing about the label.
+    assert abs(grouped["accuracy_mean"] - 0.5) < 0.15
+
+
+def test_no_group_on_both_sides():
+    features, labels, groups = _batch_effect(n_groups=20)
+    splits = cv_splits(labels, groups, n_splits=5, seed=3)
+    assert len(splits) == 5
+    tested = np.concatenate([test for _, test in splits])
+    np.testing.assert_array_equal(np.sort(tested), np.arange(len(labels)))
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+
+
+def test_few_groups_fall_back_to_group_kfold_and_fewer_splits():
+    features, labels = _blobs(n_classes=2, n_per_class=30)
+    # Class 0 lives in one group only, so it cannot be spread over the folds.
+    groups = np.where(labels == 0, "a", np.array(["b", "c"])[np.arange(len(labels)) % 2])
+    result = logreg_accuracy(features, labels, groups=groups, n_splits=5)
+    assert result["n_splits"] == 3
+    assert result["cv"] == "grouped"
+    for train, test in cv_splits(labels, groups, n_splits=5):
+        assert not set(groups[train]) & set(groups[test])
+
+
+def test_single_class_training_fold_predicts_that_class():
+    features, labels = _blobs(n_classes=2, n_per_class=20)
+    groups = labels.astype(str)  # two groups, one class each
+    result = logreg_accuracy(features, labels, groups=groups)
+    assert result["n_splits"] == 2
+    assert result["fold_accuracies"] == [0.0, 0.0]
+
+
+def test_stratified_splits_capped_by_smallest_class():
+    features, labels = _blobs(n_classes=2, n_per_class=30)
+    labels[:27] = 1  # class 0 keeps 3 cells
+    result = logreg_accuracy(features, labels, n_splits=10)
+    assert result["n_splits"] == 3
+
+
+def test_deterministic_for_a_seed():
+    features, labels, groups = _batch_effect(n_groups=20)
+    a = logreg_accuracy(features, labels, groups=groups, seed=7)
+    b = logreg_accuracy(features, labels, groups=groups, seed=7)
+    assert a == b
+    first = [test.tolist() for _, test in cv_splits(labels, groups, seed=7)]
+    again = [test.tolist() for _, test in cv_splits(labels, groups, seed=7)]
+    other = [test.tolist() for _, test in cv_splits(labels, groups, seed=8)]
+    assert first == again
+    assert first != other
+
+
+def test_convergence_warnings_are_counted_not_printed():
+    features, labels = _blobs(dim=30, sep=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = logreg_accuracy(features, labels, max_iter=1)
+    assert result["n_unconverged_folds"] == result["n_splits"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"features": np.zeros(180)}, "features"),
+        ({"features": np.full((180, 8), np.nan)}, "features"),
+        ({"labels": np.zeros(179)}, "labels"),
+        ({"labels": np.zeros(180)}, "labels"),
+        ({"labels": np.r_[np.zeros(179), 1]}, "labels"),
+        ({"groups": np.zeros(180)}, "groups"),
+        ({"groups": np.zeros(17)}, "groups"),
+        ({"n_splits": 1}, "n_splits"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
+def test_invalid_arguments(kwargs, name):
+    features, labels = _blobs()
+    args = {"features": features, "labels": labels} | kwargs
+    with pytest.raises(ValueError, match=name):
+        logreg_accuracy(**args)
+
+
+# --- stratified_subsample (metrics/sampling.py) -------------------------------------------
+
+
+@pytest.fixture
+def imbalanced():
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.array(["a", "b", "c", "d"]), [5000, 2500, 400, 7])
+    return labels[rng.permutation(len(labels))]
+
+
+def test_subsample_size_and_proportions(imbalanced):
+    idx = stratified_subsample(imbalanced, 1000, seed=0)
+    assert len(idx) == 1000
+    assert np.all(np.diff(idx) > 0)  # sorted, no repeats
+    classes, counts = np.unique(imbalanced, return_counts=True)
+    kept = dict(zip(*np.unique(imbalanced[idx], return_counts=True)))
+    for cls, count in zip(classes, counts):
+        assert abs(kept[cls] - 1000 * count / len(imbalanced)) <= 1
+
+
+def test_subsample_keeps_every_class():
+    labels = np.r_[np.zeros(10_000, int), 1, 2]
+    idx = stratified_subsample(labels, 50, seed=0)
+    assert len(idx) == 50
+    assert set(labels[idx]) == {0, 1, 2}
+
+
+def test_subsample_deterministic(imbalanced):
+    a = stratified_subsample(imbalanced, 500, seed=3)
+    np.testing.assert_array_equal(a, stratified_subsample(imbalanced, 500, seed=3))
+    assert not np.array_equal(a, stratified_subsample(imbalanced, 500, seed=4))
+
+
+def test_subsample_all_when_small(imbalanced):
+    np.testing.assert_array_equal(
+        stratified_subsample(imbalanced, len(imbalanced), seed=0), np.arange(len(imbalanced))
+    )
+    np.testing.assert_array_equal(stratified_subsample(np.array([]), 5, seed=0), [])
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        ((np.zeros((4, 2)), 2, 0), "labels"),
+        ((np.arange(10), 0, 0), "max_n"),
+        ((np.arange(10), 2.0, 0), "max_n"),
+        ((np.arange(10), 5, 0), "max_n"),  # 10 classes cannot fit in 5 rows
+        ((np.arange(10), 5, "x"), "seed"),
+    ],
+)
+def test_subsample_invalid_arguments(args, name):
+    with pytest.raises(ValueError, match=name):
+        stratified_subsample(*args)

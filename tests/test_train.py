@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from workflow_scripts.models.vae import VAE
+from workflow_scripts.train import TrainSettings, augment_batch, fit, load_checkpoint
+
+
+class ArraySource:
+    """In-memory batch source; optionally fails after a number of batches (a killed job)."""
+
+    def __init__(self, x, fail_after=None):
+        self.x = x
+        self.fail_after = fail_after
+        self.calls = 0
+
+    def __len__(self):
+        return len(self.x)
+
+    def batch(self, index):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        return self.x[np.asarray(index)]
+
+
+def data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2, 16, 16)).astype(np.float32)
+    x[: n // 2, :, 4:12, 4:12] += 2
+    return x
+
+
+def make_model():
+    torch.manual_seed(0)
+    return VAE(2, 16, latent_dim=4, width=4, depth=2)
+
+
+SETTINGS = TrainSettings(epochs=4, batch_size=16, lr=3e-3, seed=3)
+
+
+def test_fit_history_and_best_epoch():
+    result = fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), SETTINGS, device=torch.device("cpu"))
+    h = result.history
+    assert list(h["epoch"]) == [1, 2, 3, 4]
+    for col in ("train_loss", "val_loss", "train_recon", "val_kl", "lr", "seconds", "data_wait_fraction"):
+        assert col in h.columns
+    assert result.best_epoch == int(h.loc[h["val_loss"].idxmin(), "epoch"])
+    assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
+
+
+def test_same_seed_same_weights():
+    a = fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), SETTINGS, device=torch.device("cpu"))
+    b = fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), SETTINGS, device=torch.device("cpu"))
+    for key in a.best_state:
+        assert torch.equal(a.best_state[key], b.best_state[key]), key
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    full = fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), SETTINGS, device=torch.device("cpu"))
+    # 48 items / batch 16 = 3 training batches + 1 validation batch per epoch: dies in epoch 3.
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            make_model(), ArraySource(data(), fail_after=7), ArraySource(data(16, 1)), SETTINGS,
+            checkpoint=ckpt, fingerprint="x", device=torch.device("cpu"),
+        )
+    assert load_checkpoint(ckpt)["epoch"] == 2
+    resumed = fit(
+        make_model(), ArraySource(data()), ArraySource(data(16, 1)), SETTINGS,
+        checkpoint=ckpt, fingerprint="x", device=torch.device("cpu"),
+    )
+    assert resumed.resumed_from == 2
+    assert list(resumed.history["epoch"]) == [1, 2, 3, 4]
+    for key in full.best_state:
+        assert torch.equal(full.best_state[key], resumed.best_state[key]), key
+
+
+def test_checkpoint_of_other_config_ignored(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), SETTINGS, checkpoint=ckpt, fingerprint="old",
+        device=torch.device("cpu"))
+    result = fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), SETTINGS, checkpoint=ckpt,
+                 fingerprint="new", device=torch.device("cpu"))
+    assert result.resumed_from is None
+
+
+def test_checkpoint_refuses_pickled_code(tmp_path):
+    import os
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"model": Evil()}, fh)
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_augment_is_a_square_symmetry():
+    x = torch.arange(2 * 16, dtype=torch.float32).view(2, 1, 4, 4).repeat(20, 1, 1, 1)
+    out = augment_batch(x, torch.Generator().manual_seed(0))
+    symmetries = [torch.rot90(x[0], k, (-2, -1)) for k in range(4)]
+    symmetries += [torch.rot90(x[0].flip(-1), k, (-2, -1)) for k in range(4)]
+    for item in out[::2]:
+        assert any(torch.equal(item, s) for s in symmetries)
+    assert len({tuple(item.flatten().tolist()) for item in out[::2]}) > 2

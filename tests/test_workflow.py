@@ -1,0 +1,151 @@
+"""The workflow through Snakemake itself: dry runs, a whole tiny run, staleness, the report."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+
+
+def snakemake(workdir, *args, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def planned_jobs(proc):
+    """Rule -> count from the job-stats table of a (dry) run."""
+    text = proc.stdout + proc.stderr
+    table = text.split("Job stats:")[1] if "Job stats:" in text else ""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_default_config_dry_run(tmp_path):
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    jobs = planned_jobs(snakemake(tmp_path, "-n"))
+    # Jobs at shard granularity: 64 fields / 16 per shard = 4 segmentation jobs, not 64.
+    assert jobs["synthesize_fields"] == 4 and jobs["segment_and_crop"] == 4
+    assert jobs["train_model"] == 1
+    assert jobs["evaluate_layer"] == 6  # vae conv1..conv4 + mu, and pca/pixels
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["models"]["vae"].update(dropout=0.5), "dropout"),
+        (lambda c: c["models"]["vae"].update(epochs="ten"), "ten"),
+        (lambda c: c["crop"].update(size=-4), "-4"),
+        (lambda c: c.update(segmentaton={}), "segmentaton"),
+        (lambda c: c["datasets"]["synthetic"].update(source="ftp"), "ftp"),
+        (lambda c: c["tiling"].update(overlap=64), "tiling.overlap"),
+    ],
+)
+def test_bad_config_rejected_naming_key(tmp_path, edit, message):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    edit(config)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    shutil.copy(TINY, workdir / "config.yaml")
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.slow
+def test_tiny_run_outputs(tiny_run):
+    res = tiny_run / "results" / "tiny"
+    cells = pd.read_parquet(res / "cells.parquet")
+    for column in ("Metadata_dataset", "Metadata_image", "Metadata_cell", "Metadata_x", "Metadata_y", "Metadata_area",
+                   "Metadata_class", "Metadata_group", "Metadata_trajectory"):
+        assert column in cells.columns, column
+    assert cells["Metadata_cell"].is_unique
+    assert cells["Metadata_trajectory"].notna().mean() > 0.9  # ground truth matched to segmented nuclei
+    crops = np.load(res / "cells" / "s0000.npy", mmap_mode="r")
+    assert crops.shape[1:] == (3, 64, 64)
+
+    drops = pd.read_csv(res / "qc" / "drops.csv")
+    kept = drops.query("reason == 'kept' and unit == 'cells'")["count"].item()
+    assert kept == len(cells)
+
+    for model, layers in {"vae": ["conv1", "conv2", "conv3", "mu"], "tilevae": ["conv1", "conv2", "conv3", "mu"]}.items():
+        mdir = res / "models" / model
+        for name in ("weights.safetensors", "model.json", "history.csv", "learning_curve.png", "reconstructions.png"):
+            assert (mdir / name).stat().st_size > 0, (model, name)
+        assert not (mdir / "checkpoint.pt").exists()
+        for layer in layers:
+            table = pd.read_parquet(res / "features" / model / f"{layer}.parquet")
+            assert list(table["Metadata_cell"]) == list(cells["Metadata_cell"])
+            assert table.filter(like=f"{layer}_").shape[1] > 0
+    history = pd.read_csv(res / "models" / "vae" / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert json.loads((res / "models" / "tilevae" / "model.json").read_text())["normalization"]["clip"] is True
+    stats = json.loads((res / "tiles" / "stats.json").read_text())
+    assert stats["n_train_tiles"] > 0 and stats["n_val_tiles"] > 0
+
+    summary = pd.read_csv(res / "metrics" / "summary.csv")
+    assert list(summary.columns[:10]) == [
+        "model", "layer", "n_cells", "n_features", "logreg_accuracy_grouped", "logreg_accuracy_grouped_sd",
+        "logreg_accuracy_stratified", "logreg_accuracy_stratified_sd", "trustworthiness", "continuity",
+    ]
+    assert len(summary) == 1 + 4 + 4
+    assert summary.iloc[0][["model", "layer"]].tolist() == ["pca", "pixels"]
+    assert summary[["logreg_accuracy_grouped", "trustworthiness", "continuity"]].apply(lambda s: s.between(0, 1)).all().all()
+    for name in ("embeddings/best_layer_umap.png", "qc/segmentation_overlay.png", "metrics/summary.png"):
+        assert (res / name).stat().st_size > 1000, name
+
+
+@pytest.mark.slow
+def test_complete_run_has_nothing_to_do(tiny_run):
+    proc = snakemake(tiny_run, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_training_change_reruns_training_not_segmentation(tiny_run):
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    config["models"]["vae"]["lr"] = 0.0005
+    changed = tiny_run / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(changed)))
+    assert jobs.get("train_model") == 1  # only the changed model
+    assert jobs.get("extract_features_vae") == 1 and "extract_features_tilevae" not in jobs
+    assert jobs.get("evaluate_layer") == 4 and jobs.get("summarize_metrics") == 1
+    for upstream in ("synthesize_fields", "segment_and_crop", "filter_cells", "pca_features", "tile_fields"):
+        assert upstream not in jobs, upstream
+
+
+@pytest.mark.slow
+def test_report_builds(tiny_run):
+    snakemake(tiny_run, "--report", "report.html")
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000
+    for category in ("QC", "Training", "Embeddings", "Metrics"):
+        assert category in html
+
+
+def test_lint_and_format_clean():
+    lint = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile"), "-d", str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    fmt = subprocess.run(["snakefmt", "--check", str(REPO)], capture_output=True, text=True, timeout=300)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr

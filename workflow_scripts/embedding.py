@@ -1,0 +1,196 @@
+"""Two-dimensional embeddings of per-cell feature tables, for maps in the report.
+
+The embedding is for looking at, not for measuring: quantitative neighbourhood metrics are
+computed on the features themselves (``workflow_scripts/metrics``).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+#: Methods :func:`embed_2d` understands.
+METHODS = ("umap", "tsne", "pca")
+
+# t-SNE's cost grows with the input dimension; reducing to 50 principal components first is
+# the usual practice (van der Maaten's and scikit-learn's advice) and changes little.
+_TSNE_MAX_DIM = 50
+
+# Below this many points UMAP's spectral initialisation fails (eigsh needs k < N) or is
+# meaningless, so the layout starts from random positions instead (still seeded).
+_UMAP_MIN_SPECTRAL = 16
+
+
+def standardise(features: np.ndarray) -> np.ndarray:
+    """Scale every column to zero mean and unit variance, dropping constant columns.
+
+    Parameters
+    ----------
+    features : numpy.ndarray, shape (N, D), real dtype
+        One row per cell. Must be finite.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, D'), float64
+        The ``D' <= D`` columns whose values are not all equal, standardised. ``D'`` is 0 when
+        every column is constant.
+
+    Raises
+    ------
+    ValueError
+        If ``features`` is not a 2-D finite real array.
+    """
+    x = _as_feature_matrix(features)
+    # Constant columns carry no information and would divide by zero.
+    keep = np.ptp(x, axis=0) > 0
+    x = x[:, keep]
+    if x.shape[1] == 0:
+        return x
+    x = x - x.mean(axis=0)
+    return x / x.std(axis=0)
+
+
+def embed_2d(
+    features: np.ndarray,
+    *,
+    method: str = "umap",
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    perplexity: float = 30.0,
+) -> np.ndarray:
+    """Embed per-cell features in two dimensions.
+
+    The features are standardised first (:func:`standardise`) so that no feature dominates
+    the distances because of its units.
+
+    Parameters
+    ----------
+    features : numpy.ndarray, shape (N, D), real dtype
+        One row per cell, finite values, ``N >= 3``.
+    method : {"umap", "tsne", "pca"}
+        ``"umap"``: umap-learn with ``random_state=seed`` (single-threaded, hence
+        reproducible); ``n_neighbors`` is capped at ``N - 1``. ``"tsne"``: scikit-learn
+        t-SNE with PCA initialisation and ``random_state=seed``, inputs with more than 50
+        dimensions reduced to 50 principal components first, ``perplexity`` capped at
+        ``(N - 1) / 3`` for small N. ``"pca"``: the first two principal components.
+    seed : int
+        Random seed (non-negative). A fixed seed gives the same coordinates on every run
+        on the same machine and library versions.
+    n_neighbors : int
+        UMAP neighbourhood size, ``>= 2``. Ignored by the other methods.
+    min_dist : float
+        UMAP minimum distance between embedded points, in ``[0, 1]``. Ignored by the other
+        methods.
+    perplexity : float
+        t-SNE perplexity, ``> 0``. Ignored by the other methods.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, 2), float32
+        Embedding coordinates. When fewer than two non-constant feature columns remain, no
+        neighbour-graph layout can add anything: the single informative column (standardised)
+        becomes the first coordinate and the second is 0 (both are 0 when no column varies).
+
+    Raises
+    ------
+    ValueError
+        If ``features`` is not a finite 2-D real array with at least 3 rows, or a parameter
+        is out of range.
+    """
+    x = _as_feature_matrix(features)
+    n = x.shape[0]
+    if n < 3:
+        raise ValueError(f"features: got {n} rows (shape {x.shape}), expected at least 3")
+    if method not in METHODS:
+        raise ValueError(f"method: got {method!r}, expected one of {METHODS}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed: got {seed!r}, expected a non-negative integer")
+    if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 2:
+        raise ValueError(f"n_neighbors: got {n_neighbors!r}, expected an integer >= 2")
+    if not 0.0 <= float(min_dist) <= 1.0:
+        raise ValueError(f"min_dist: got {min_dist!r}, expected a value in [0, 1]")
+    if not float(perplexity) > 0:
+        raise ValueError(f"perplexity: got {perplexity!r}, expected a positive number")
+
+    z = standardise(x)
+    if z.shape[1] < 2:
+        out = np.zeros((n, 2), dtype=np.float32)
+        if z.shape[1] == 1:
+            out[:, 0] = z[:, 0]
+        return out
+
+    if method == "pca":
+        coords = _pca(z, 2, seed)
+    elif method == "umap":
+        coords = _umap(z, seed=int(seed), n_neighbors=int(n_neighbors), min_dist=float(min_dist))
+    else:
+        coords = _tsne(z, seed=int(seed), perplexity=float(perplexity))
+    return np.ascontiguousarray(coords, dtype=np.float32)
+
+
+def _as_feature_matrix(features: np.ndarray) -> np.ndarray:
+    """Validate a feature matrix and return it as float64."""
+    x = np.asarray(features)
+    if x.ndim != 2:
+        raise ValueError(
+            f"features: got an array of shape {x.shape}, expected 2-D (N cells, D features)"
+        )
+    if x.shape[1] == 0:
+        raise ValueError(f"features: got shape {x.shape}, expected at least one column")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
+        raise ValueError(f"features: got dtype {x.dtype}, expected a real numeric dtype")
+    x = x.astype(np.float64, copy=False)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        raise ValueError(
+            f"features: {bad} of {x.shape[0]} rows contain NaN or infinite values, "
+            "expected finite values (drop or impute them first)"
+        )
+    return x
+
+
+def _pca(z: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+    """First principal components of standardised data, with scikit-learn's sign convention."""
+    from sklearn.decomposition import PCA
+
+    # "full" SVD is exact and deterministic; the randomized solver would depend on the seed.
+    n_components = min(n_components, z.shape[0], z.shape[1])
+    return PCA(n_components=n_components, svd_solver="full", random_state=seed).fit_transform(z)
+
+
+def _umap(z: np.ndarray, *, seed: int, n_neighbors: int, min_dist: float) -> np.ndarray:
+    # Imported here: umap-learn pulls in numba, which costs seconds at import.
+    import umap
+
+    n = z.shape[0]
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, n - 1),
+        min_dist=min_dist,
+        random_state=seed,
+        # random_state forces single-threaded optimisation anyway; saying so avoids a warning.
+        n_jobs=1,
+        init="spectral" if n >= _UMAP_MIN_SPECTRAL else "random",
+    )
+    return reducer.fit_transform(z)
+
+
+def _tsne(z: np.ndarray, *, seed: int, perplexity: float) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    n = z.shape[0]
+    if z.shape[1] > _TSNE_MAX_DIM:
+        z = _pca(z, _TSNE_MAX_DIM, seed)
+    # scikit-learn requires perplexity < N; about (N - 1) / 3 keeps 3 * perplexity neighbours
+    # available, the rule of thumb its Barnes-Hut approximation relies on.
+    perplexity = min(perplexity, max((n - 1) / 3.0, 1.0))
+    tsne = TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        init="pca",
+        learning_rate="auto",
+        random_state=seed,
+    )
+    return tsne.fit_transform(z)

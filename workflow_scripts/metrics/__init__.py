@@ -1,0 +1,1 @@
+"""Feature-quality metrics: one module per metric family."""

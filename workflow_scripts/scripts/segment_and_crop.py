@@ -1,0 +1,88 @@
+"""Rule segment_and_crop: nuclei of every field of a shard -> one crop array + one cell table."""
+
+import logging
+from pathlib import Path
+
+import _bootstrap  # noqa: F401  (puts the package on sys.path)
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.crop import segment_and_crop
+from workflow_scripts.io import atomic_path, write_json, write_npy, write_parquet
+from workflow_scripts.runner import run
+
+log = logging.getLogger("segment_and_crop")
+
+
+def main(smk):
+    data = np.load(smk.input.fields)
+    images = data["images"]
+    truth = data["truth_labels"] if "truth_labels" in data.files else None
+    fields = pd.read_parquet(smk.input.table)
+    objects = pd.read_parquet(smk.input.objects)
+    if len(fields) != len(images):
+        raise ValueError(f"{smk.input.table}: {len(fields)} rows but {len(images)} images in {smk.input.fields}")
+
+    crops, tables = [], []
+    n_objects = 0
+    empty_fields = []
+    for i, image in enumerate(images):
+        image_id = fields["Metadata_image"].iloc[i]
+        field_crops, table, labels = segment_and_crop(
+            image,
+            nucleus_channel=int(smk.params.nucleus_channel),
+            segmentation=dict(smk.params.segmentation),
+            crop=dict(smk.params.crop),
+            truth=None if truth is None else truth[i],
+        )
+        n_objects += int(labels.max())
+        if smk.params.save_masks:
+            import tifffile
+
+            with atomic_path(Path(smk.params.masks_dir) / f"{image_id}.tif") as tmp:
+                tifffile.imwrite(tmp, labels.astype(np.int32), compression="zlib")
+        if len(table) == 0:
+            empty_fields.append(str(image_id))
+            continue
+        table.insert(0, "Metadata_image", image_id)
+        crops.append(field_crops)
+        tables.append(table)
+        log.info("field %s: %d nuclei, %d crops kept", image_id, labels.max(), len(table))
+
+    channels = images.shape[1]
+    size = int(smk.params.crop["resize_to"] or smk.params.crop["size"])
+    crops = np.concatenate(crops) if crops else np.zeros((0, channels, size, size), np.float32)
+    cells = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"Metadata_image": []})
+
+    # Field metadata (class, group, batch...) and per-object ground truth travel with each cell.
+    cells = cells.merge(fields, on="Metadata_image", how="left", validate="many_to_one")
+    if "truth_label" in cells.columns and len(objects):
+        truth_cols = ["Metadata_image", "truth_label"] + [
+            c for c in objects.columns if c.startswith("Metadata_") and c not in cells.columns
+        ]
+        cells = cells.merge(objects[truth_cols], on=["Metadata_image", "truth_label"], how="left")
+    cells["Metadata_shard"] = smk.wildcards.shard
+    cells["Metadata_row"] = np.arange(len(cells), dtype=np.int64)
+    cells["Metadata_cell"] = [
+        f"{img}-{int(lab)}" for img, lab in zip(cells["Metadata_image"], cells["Metadata_label"])
+    ]
+    meta = [c for c in cells.columns if c.startswith("Metadata_")]
+    cells = cells[meta + [c for c in cells.columns if c not in meta]]
+
+    write_npy(smk.output.crops, crops.astype(np.float32, copy=False))
+    write_parquet(smk.output.table, cells)
+    write_json(
+        smk.output.qc,
+        {
+            "shard": smk.wildcards.shard,
+            "n_fields": int(len(images)),
+            "n_objects": n_objects,
+            "n_crops": int(len(cells)),
+            "n_edge_dropped": n_objects - int(len(cells)),
+            "fields_without_cells": empty_fields,
+        },
+    )
+    log.info("%d fields, %d nuclei, %d crops", len(images), n_objects, len(cells))
+
+
+run(snakemake, main)  # noqa: F821

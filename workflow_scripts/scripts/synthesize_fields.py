@@ -1,0 +1,25 @@
+"""Rule synthesize_fields: one shard of the built-in synthetic dataset."""
+
+import _bootstrap  # noqa: F401  (puts the package on sys.path)
+import numpy as np
+
+from workflow_scripts.io import write_npz, write_parquet
+from workflow_scripts.runner import run
+from workflow_scripts.sources.synthetic import generate_shard
+
+
+def main(smk):
+    shard = generate_shard(int(smk.params.seed), list(smk.params.indices), **smk.params.options)
+    fields = shard["fields"].copy()
+    fields.insert(0, "Metadata_dataset", smk.wildcards.dataset)
+    write_npz(
+        smk.output.fields,
+        images=shard["images"],
+        truth_labels=shard["truth_labels"],
+        image_ids=np.asarray(fields["Metadata_image"], dtype=str),
+    )
+    write_parquet(smk.output.table, fields)
+    write_parquet(smk.output.objects, shard["objects"])
+
+
+run(snakemake, main)  # noqa: F821 (injected by Snakemake)

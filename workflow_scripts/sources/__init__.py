@@ -1,0 +1,1 @@
+"""Image sources: one module per ``datasets.<name>.source``."""

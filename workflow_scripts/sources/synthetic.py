@@ -1,0 +1,818 @@
+"""Built-in synthetic source: fluorescence microscopy fields of view with ground truth.
+
+Each field of view imitates a widefield image of cultured cells in three channels
+(:data:`CHANNELS`): a DNA stain, a cell-body structure marker (tubulin-like) and a protein
+of interest whose subcellular localisation is one of :data:`CLASSES`. One class per field,
+like one protein per well. The simulation goes object by object (all per-object work is
+restricted to the object's bounding box) and then through a simple optical and camera
+model: uneven illumination, a per-field brightness batch effect, out-of-focus haze,
+Gaussian point-spread function, Poisson shot noise, Gaussian read noise and a camera
+offset, clipped to ``uint16``.
+
+Every field is a pure function of ``(seed, index)`` and the keyword options, so a field
+is bit-identical whichever shard it is generated in.
+
+Ground truth per cell: its nuclear instance label, class, nucleus centre and area, and a
+continuous latent ``Metadata_trajectory`` in [0, 1] that enlarges the cell and
+strengthens the protein pattern (a stand-in for, e.g., progression through the cell cycle).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+__all__ = ["CHANNELS", "CLASSES", "generate_field", "generate_shard"]
+
+CHANNELS: tuple[str, ...] = ("nucleus", "structure", "protein")
+CLASSES: tuple[str, ...] = (
+    "nuclear",
+    "nucleolar",
+    "cytoplasmic",
+    "membrane",
+    "puncta",
+    "filaments",
+)
+
+FIELD_COLUMNS: tuple[str, ...] = (
+    "Metadata_image",
+    "Metadata_class",
+    "Metadata_group",
+    "Metadata_field_gain",
+    "Metadata_field_index",
+)
+OBJECT_COLUMNS: tuple[str, ...] = (
+    "Metadata_image",
+    "truth_label",
+    "Metadata_trajectory",
+    "Metadata_class",
+    "truth_y",
+    "truth_x",
+    "truth_nucleus_area",
+)
+
+# --- Geometry (pixels). Sizes are physical, so they do not scale with the field size. ---
+_NUC_RADIUS = (7.5, 10.5)  # base mean nuclear radius, before the trajectory scaling
+_TRAJ_SCALE = (0.8, 1.3)  # linear size factor at trajectory t = 0 and t = 1
+_AXIS_RATIO = (0.65, 1.0)  # minor / major nuclear semi-axis
+_NUC_WOBBLE_SD = 0.03  # SD of each nuclear boundary harmonic (k = 2..5): slight irregularity
+_CELL_FACTOR = (2.0, 2.6)  # cell-body radius / nuclear radius
+# SD of the cell outline harmonics k = 1..6: k = 1 puts the nucleus off-centre, k = 2
+# elongates the cell, higher ones make it lobed.
+_CELL_WOBBLE_SD = (0.10, 0.2, 0.1, 0.05, 0.035, 0.025)
+_TOUCH_PROB = 0.12  # chance a new cell is placed touching an existing nucleus
+_TOUCH_GAP = (0.88, 0.98)  # centre distance / sum of boundary radii for touching pairs
+_SEPARATION = 1.1  # min centre distance / sum of max radii for all other pairs
+_BORDER_MARGIN = 0.6  # centres may lie this many nuclear radii outside the field
+_PLACEMENT_TRIES = 30
+_MAX_FAILED_CELLS = 25  # stop early once the field is evidently full
+
+# --- Photometry (expected photo-electrons per pixel before illumination and gain). ---
+_NUCLEUS_PHOTONS = 1100.0
+_STRUCTURE_PHOTONS = 320.0
+_FIBRE_PHOTONS = 150.0
+_PROTEIN_PHOTONS = {
+    "nuclear": 650.0,
+    "nucleolar": 1400.0,
+    "cytoplasmic": 380.0,
+    "membrane": 900.0,
+    "puncta": 1600.0,
+    "filaments": 900.0,
+}
+_PROTEIN_NONSPECIFIC = 0.025  # diffuse cytoplasmic signal of every protein, relative
+_AUTOFLUORESCENCE = (8.0, 20.0, 15.0)  # per channel, photons per pixel
+_HAZE = 0.06  # out-of-focus light, fraction of the local (heavily blurred) signal
+_CELL_BRIGHTNESS_SD = 0.2  # log-normal cell-to-cell variation of each channel
+_ILLUMINATION_MIN = (0.7, 0.85)  # darkest corner relative to the brightest point
+_PSF_SIGMA = 1.0
+_READ_NOISE = 2.5
+_CAMERA_OFFSET = 100.0
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    # bool is an Integral but passing True as a seed or size is certainly a mistake;
+    # floats are refused rather than truncated.
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+    if not ok:
+        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+    return int(value)
+
+
+def _check_real(name: str, value, minimum: float, *, strict: bool) -> float:
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > minimum if strict else value >= minimum)
+    )
+    if not ok:
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name}={value!r}: expected a finite number {relation} {minimum}")
+    return float(value)
+
+
+def _check_classes(classes) -> tuple[str, ...]:
+    # A bare string is a Sequence of characters; accepting it would silently mean
+    # classes ("n", "u", ...), so it is rejected explicitly.
+    valid = isinstance(classes, Sequence) and not isinstance(classes, str) and len(classes) > 0
+    if not valid:
+        raise ValueError(
+            f"classes={classes!r}: expected a non-empty sequence of class names from {CLASSES}"
+        )
+    classes = tuple(classes)
+    unknown = [c for c in classes if not isinstance(c, str) or c not in CLASSES]
+    if unknown:
+        raise ValueError(f"classes={classes!r}: unknown {unknown}; expected names from {CLASSES}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes={classes!r}: expected unique names")
+    return classes
+
+
+def _check_options(
+    *,
+    size: int = 512,
+    cells_per_field: float = 45.0,
+    classes: Sequence[str] = CLASSES,
+    batch_sd: float = 0.3,
+) -> dict:
+    """Validate the keyword options shared by :func:`generate_field` and
+    :func:`generate_shard`; an unknown keyword raises ``TypeError`` as for any call."""
+    return {
+        "size": _check_int("size", size, 64),
+        "cells_per_field": _check_real("cells_per_field", cells_per_field, 0.0, strict=True),
+        "classes": _check_classes(classes),
+        "batch_sd": _check_real("batch_sd", batch_sd, 0.0, strict=False),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Geometry
+# ---------------------------------------------------------------------------------------
+
+
+def _harmonics(z: np.ndarray, coef: np.ndarray, first: int) -> np.ndarray:
+    """``sum_k c_k cos(k phi + p_k)`` for ``k = first, first + 1, ...``.
+
+    ``z = exp(i phi)`` and ``coef[..., j] = c_k exp(i p_k)`` (broadcast against ``z``),
+    so the sum is the real part of a polynomial in ``z``, evaluated by Horner's rule: no
+    trigonometric function per pixel.
+    """
+    poly = np.zeros_like(z)
+    for j in range(coef.shape[-1] - 1, -1, -1):
+        poly = (poly + coef[..., j]) * z
+    if first > 1:
+        poly = poly * z ** (first - 1)
+    return poly.real
+
+
+def _nucleus_radius(cells: dict, i, z: np.ndarray) -> np.ndarray:
+    """Boundary radius of nucleus ``i`` (an index, or an index array matching ``z``) in
+    the directions ``z = exp(i phi)``.
+
+    An ellipse with mean radius ``r`` (semi-axes ``r / sqrt(q)`` and ``r * sqrt(q)``, so
+    its area is ``pi r**2`` whatever the axis ratio ``q``) times a few low harmonics
+    (k = 2..5) that make the outline slightly irregular.
+    """
+    a, b = cells["semi_a"][i], cells["semi_b"][i]
+    rel = z * cells["rot"][i]  # direction relative to the major axis
+    ellipse = a * b / np.sqrt((b * rel.real) ** 2 + (a * rel.imag) ** 2)
+    return ellipse * (1.0 + _harmonics(z, cells["nuc_coef"][i], 2))
+
+
+def _cell_radius(cells: dict, i, z: np.ndarray) -> np.ndarray:
+    """Boundary radius of the body of cell ``i`` (an index, or an index array matching
+    ``z``) in the directions ``z = exp(i phi)``, before the partition between
+    neighbouring cells."""
+    wobble = _harmonics(z, cells["cell_coef"][i], 1)
+    return cells["cell_r"][i] * np.maximum(1.0 + wobble, 0.5)
+
+
+def _draw_cells(rng: np.random.Generator, n: int) -> dict:
+    """Shape parameters of ``n`` cells (everything except their positions), as arrays
+    whose first axis is the cell."""
+    t = rng.uniform(size=n)
+    scale = _TRAJ_SCALE[0] + (_TRAJ_SCALE[1] - _TRAJ_SCALE[0]) * t
+    r = rng.uniform(*_NUC_RADIUS, n) * scale
+    q = np.sqrt(rng.uniform(*_AXIS_RATIO, n))
+    theta = rng.uniform(0.0, math.pi, n)
+    nuc_amp = rng.normal(0.0, _NUC_WOBBLE_SD, (n, 4))
+    cell_amp = rng.normal(0.0, 1.0, (n, 6)) * np.asarray(_CELL_WOBBLE_SD)
+    cell_r = r * rng.uniform(*_CELL_FACTOR, n)
+    return {
+        "t": t,
+        "r": r,
+        "semi_a": r / q,
+        "semi_b": r * q,
+        "theta": theta,
+        "rot": np.exp(-1j * theta),
+        "nuc_coef": nuc_amp * np.exp(1j * rng.uniform(0.0, 2 * math.pi, (n, 4))),
+        "nuc_max": r / q * (1.0 + np.abs(nuc_amp).sum(axis=1)),
+        "cell_coef": cell_amp * np.exp(1j * rng.uniform(0.0, 2 * math.pi, (n, 6))),
+        "cell_r": cell_r,
+        "cell_max": cell_r * (1.0 + np.abs(cell_amp).sum(axis=1)),
+    }
+
+
+def _place_cells(rng: np.random.Generator, size: int, cells_per_field: float) -> dict:
+    """Draw cell parameters and positions.
+
+    Returns a dict of per-cell arrays (first axis: the ``n`` cells placed), with centres
+    ``cy``, ``cx`` in pixel coordinates (pixel ``(i, j)`` has its centre at ``(i, j)``),
+    possibly just outside the field so that border-cut cells occur.
+    """
+    # More nuclei than could ever fit side by side are pointless (and a huge
+    # cells_per_field must not exhaust memory), so cap the draw.
+    most = int((size + 2 * _NUC_RADIUS[1]) ** 2 / (math.pi * (_NUC_RADIUS[0] * 0.8) ** 2))
+    n_wanted = min(int(rng.poisson(cells_per_field)), most)
+    cells = _draw_cells(rng, n_wanted)
+    cy_all, cx_all = np.full(n_wanted, np.nan), np.full(n_wanted, np.nan)
+    placed: list[int] = []
+    failed_in_row = 0
+    for i in range(n_wanted):
+        lo, hi = -_BORDER_MARGIN * cells["r"][i], size - 1 + _BORDER_MARGIN * cells["r"][i]
+        touch = bool(placed) and rng.uniform() < _TOUCH_PROB
+        others = np.asarray(placed, dtype=np.intp)
+        reach = cells["nuc_max"][others] + cells["nuc_max"][i]
+        position = None
+        for _ in range(_PLACEMENT_TRIES):
+            partner = -1
+            if touch:
+                # Put the new nucleus against a random existing one: the centre distance
+                # is a little less than the sum of the two boundary radii along the line
+                # joining them, so the nuclei share a boundary but barely overlap.
+                partner = int(rng.integers(len(placed)))
+                j = placed[partner]
+                z = np.exp(1j * rng.uniform(-math.pi, math.pi, 1))
+                dist = _nucleus_radius(cells, j, z) + _nucleus_radius(cells, i, -z)
+                dist = float(dist[0]) * rng.uniform(*_TOUCH_GAP)
+                cy = cy_all[j] + dist * z[0].imag
+                cx = cx_all[j] + dist * z[0].real
+            else:
+                cy, cx = rng.uniform(lo, hi, 2)
+            if not (lo <= cy <= hi and lo <= cx <= hi):
+                continue
+            gap = np.hypot(cy_all[others] - cy, cx_all[others] - cx) / reach
+            if partner >= 0:
+                gap[partner] = np.inf
+            if gap.size and gap.min() < _SEPARATION:
+                continue
+            position = (cy, cx)
+            break
+        if position is None:
+            # Give up on this cell; stop altogether once the field is evidently full, so
+            # that a huge cells_per_field cannot make generation run for ever.
+            failed_in_row += 1
+            if failed_in_row >= _MAX_FAILED_CELLS:
+                break
+            continue
+        failed_in_row = 0
+        cy_all[i], cx_all[i] = position
+        placed.append(i)
+    cells["cy"], cells["cx"] = cy_all, cx_all
+    keep = np.asarray(placed, dtype=np.intp)
+    return {key: value[keep] for key, value in cells.items()}
+
+
+def _bbox(cy: float, cx: float, radius: float, size: int):
+    """Slices of the field covering a disc, clipped; ``None`` if entirely outside."""
+    y0, y1 = max(math.floor(cy - radius), 0), min(math.ceil(cy + radius) + 1, size)
+    x0, x1 = max(math.floor(cx - radius), 0), min(math.ceil(cx + radius) + 1, size)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    return slice(y0, y1), slice(x0, x1)
+
+
+def _polar(box, cy: float, cx: float):
+    """Distance to ``(cy, cx)`` and unit direction ``exp(i phi)`` for the pixels of
+    ``box``; the direction is 1 at the centre itself."""
+    dy = np.arange(box[0].start, box[0].stop, dtype=float)[:, None] - cy
+    dx = np.arange(box[1].start, box[1].stop, dtype=float)[None, :] - cx
+    vec = dx + 1j * dy
+    dist = np.abs(vec)
+    return dist, np.where(dist > 0, vec / np.maximum(dist, 1e-12), 1.0)
+
+
+def _rasterize(cells: dict, size: int):
+    """Paint nuclei and cell bodies.
+
+    Returns
+    -------
+    nuc_id : (size, size) int32
+        Internal cell id + 1 of the nucleus covering each pixel, 0 elsewhere. Where two
+        nuclei overlap the pixel goes to the one whose boundary is relatively farther
+        away, which gives touching nuclei a clean shared edge.
+    nuc_rho : (size, size) float32
+        Normalised radius (0 at the centre, 1 at the boundary) inside nuclei, else 1.
+    cell_id : (size, size) int32
+        Cell id + 1 of the cell body covering each pixel (nucleus included), 0 for
+        background. Bodies are a multiplicatively weighted nearest-nucleus partition,
+        limited to each cell's own irregular outline.
+    cell_rho : (size, size) float32
+        Normalised radius of the cell body (0 at the nucleus centre, 1 at the outline).
+    """
+    nuc_rho = np.ones((size, size), np.float32)
+    nuc_id = np.zeros((size, size), np.int32)
+    cell_rho = np.ones((size, size), np.float32)
+    cell_id = np.zeros((size, size), np.int32)
+    for i in range(len(cells["cy"])):
+        cy, cx = cells["cy"][i], cells["cx"][i]
+        box = _bbox(cy, cx, cells["cell_max"][i], size)
+        if box is None:
+            continue
+        dist, z = _polar(box, cy, cx)
+        rho = dist / _cell_radius(cells, i, z)
+        win = rho < cell_rho[box]
+        cell_rho[box][win] = rho[win]
+        cell_id[box][win] = i + 1
+        box = _bbox(cy, cx, cells["nuc_max"][i], size)
+        if box is None:
+            continue
+        dist, z = _polar(box, cy, cx)
+        rho = dist / _nucleus_radius(cells, i, z)
+        win = rho < nuc_rho[box]
+        nuc_rho[box][win] = rho[win]
+        nuc_id[box][win] = i + 1
+    # A nucleus always belongs to its own cell, whatever the body partition said.
+    inside = nuc_id > 0
+    cell_id[inside] = nuc_id[inside]
+    return nuc_id, nuc_rho, cell_id, cell_rho
+
+
+def _lerp_last(a: np.ndarray, size: int, step: int) -> np.ndarray:
+    """Linear interpolation along the last axis from samples every ``step`` pixels
+    (sample ``j`` at pixel ``j * step``) to ``size`` pixels; the end is held constant."""
+    padded = np.concatenate([a, a[..., -1:]], axis=-1)
+    w = np.arange(step, dtype=np.float32) / step
+    out = padded[..., :-1, None] * (1.0 - w) + padded[..., 1:, None] * w
+    return out.reshape(*a.shape[:-1], -1)[..., :size]
+
+
+def _upsample(small: np.ndarray, size: int, step: int) -> np.ndarray:
+    """Bilinear upsampling of the last two axes to (size, size), elementwise (BLAS
+    matrix products or ``ndimage.zoom`` are several times slower, the former badly so
+    on a busy machine)."""
+    rows = _lerp_last(small.astype(np.float32), size, step)
+    return _lerp_last(rows.swapaxes(-1, -2), size, step).swapaxes(-1, -2)
+
+
+def _texture(rng: np.random.Generator, size: int, sigma: float, step: int = 1) -> np.ndarray:
+    """Smooth Gaussian random field with zero mean and unit SD, (size, size) float32.
+
+    Coarse textures (``sigma`` of several pixels) are drawn on a grid ``step`` times
+    coarser and interpolated, which costs a fraction of a full-resolution filter.
+    """
+    n = -(-size // step)
+    field = ndi.gaussian_filter(rng.standard_normal((n, n), dtype=np.float32), sigma / step)
+    if step > 1:
+        field = _upsample(field, size, step)
+    field -= field.mean()
+    return field / max(float(field.std()), 1e-6)
+
+
+def _splat(
+    ys: np.ndarray,
+    xs: np.ndarray,
+    weights: np.ndarray,
+    owner: np.ndarray,
+    keep: np.ndarray,
+    size: int,
+) -> np.ndarray:
+    """Accumulate point sources into a (size, size) float32 image.
+
+    ``keep`` is a (size, size) int32 map; a point counts only where ``keep`` equals its
+    ``owner``, which confines each cell's fibres and dots to that cell's own region.
+    """
+    iy, ix = np.rint(ys).astype(np.intp), np.rint(xs).astype(np.intp)
+    ok = (iy >= 0) & (iy < size) & (ix >= 0) & (ix < size)
+    flat = iy[ok] * size + ix[ok]
+    ok_owner = keep.ravel()[flat] == owner[ok]
+    image = np.bincount(flat[ok_owner], weights[ok][ok_owner], minlength=size * size)
+    return image.reshape(size, size).astype(np.float32)
+
+
+def _fibres(
+    starts_y: np.ndarray,
+    starts_x: np.ndarray,
+    headings: np.ndarray,
+    lengths: np.ndarray,
+    curvature: np.ndarray,
+    step: float = 0.6,
+):
+    """Sample points every ``step`` pixels along circular arcs (vectorised over fibres).
+
+    Fibre ``j`` starts at ``(starts_y[j], starts_x[j])`` with direction ``headings[j]``
+    (radians, as ``arctan2(dy, dx)``) and turns by ``curvature[j]`` radians per pixel.
+    Returns flattened ``ys``, ``xs`` and the index of each point's fibre.
+    """
+    counts = np.ceil(lengths / step).astype(np.intp)
+    fibre = np.repeat(np.arange(len(lengths)), counts)
+    first = np.cumsum(counts) - counts
+    s = (np.arange(fibre.size) - first[fibre]) * step
+    # Closed form of the arc: the chord from the start has length s * sinc(k s / 2) and
+    # points along the mean heading h0 + k s / 2 (well-behaved as k -> 0).
+    k = curvature[fibre]
+    chord = s * np.sinc(k * s / (2 * math.pi))
+    mid = headings[fibre] + 0.5 * k * s
+    return starts_y[fibre] + chord * np.sin(mid), starts_x[fibre] + chord * np.cos(mid), fibre
+
+
+def _per_cell(rng: np.random.Generator, n_cells: int, low: int, high: int) -> np.ndarray:
+    """Owner cell index of each of ``low..high-1`` (uniform) items drawn per cell."""
+    return np.repeat(np.arange(n_cells), rng.integers(low, high, n_cells))
+
+
+# ---------------------------------------------------------------------------------------
+# Channels
+# ---------------------------------------------------------------------------------------
+
+
+def _nucleoli(rng: np.random.Generator, cells: dict, nuc_id: np.ndarray, size: int):
+    """1-4 nucleoli per nucleus as Gaussian blobs of peak ~1, (size, size) float32.
+
+    Drawn for every cell (not only for the nucleolar class) because nucleoli exclude DNA
+    in every cell; the nucleolar class just puts its protein there.
+    """
+    owner = _per_cell(rng, len(cells["cy"]), 1, 5)
+    rho = np.sqrt(rng.uniform(0.0, 0.45**2, owner.size))
+    ang = rng.uniform(0.0, 2 * math.pi, owner.size)
+    # Position in the nucleus's own frame (u along the major axis), then rotated.
+    u = rho * cells["semi_a"][owner] * np.cos(ang)
+    v = rho * cells["semi_b"][owner] * np.sin(ang)
+    th = cells["theta"][owner]
+    ys = cells["cy"][owner] + u * np.sin(th) + v * np.cos(th)
+    xs = cells["cx"][owner] + u * np.cos(th) - v * np.sin(th)
+    # Point sources blurred once are far cheaper than drawing each blob; the brightness
+    # varies from nucleolus to nucleolus, the size only through the PSF applied later.
+    weight = rng.uniform(0.7, 1.5, owner.size) * (2 * math.pi * 1.3**2)
+    points = _splat(ys, xs, weight, owner + 1, nuc_id, size)
+    return np.minimum(ndi.gaussian_filter(points, 1.3), 1.0)
+
+
+def _structure_fibres(rng, cells: dict, cell_id: np.ndarray, size: int) -> np.ndarray:
+    """Microtubule-like network: many thin, curving fibres growing from around the
+    nucleus towards the cell periphery, (size, size) float32 (point sources)."""
+    owner = _per_cell(rng, len(cells["cy"]), 50, 90)
+    if owner.size == 0:
+        return np.zeros((size, size), np.float32)
+    n = owner.size
+    phi = rng.uniform(-math.pi, math.pi, n)
+    r0 = cells["r"][owner] * rng.uniform(0.3, 1.3, n)
+    y, x, f = _fibres(
+        cells["cy"][owner] + r0 * np.sin(phi),
+        cells["cx"][owner] + r0 * np.cos(phi),
+        phi + rng.normal(0.0, 0.7, n),
+        _cell_radius(cells, owner, np.exp(1j * phi)) * rng.uniform(0.5, 1.3, n),
+        rng.normal(0.0, 0.05, n),
+    )
+    weight = rng.lognormal(0.0, 0.4, n)
+    # Microtubules are thinner than the optical resolution: the PSF alone sets their width.
+    return _splat(y, x, weight[f], owner[f] + 1, cell_id, size)
+
+
+def _protein_pattern(
+    name: str,
+    rng: np.random.Generator,
+    cells: dict,
+    maps: dict,
+    size: int,
+) -> np.ndarray:
+    """Unit-strength protein pattern of class ``name`` (before per-cell amplitude),
+    (size, size) float32 with values of order 1 where the protein is."""
+    nuc_id, cell_id, cell_rho = maps["nuc_id"], maps["cell_id"], maps["cell_rho"]
+    nucleus = nuc_id > 0
+    cyto_id = np.where(nucleus, 0, cell_id)
+    cyto = cyto_id > 0
+    # Only the diffuse patterns need a texture; drawing it lazily saves time.
+    texture = _texture(rng, size, 1.5) if name in ("nuclear", "cytoplasmic", "membrane") else None
+    if name == "nuclear":
+        # Diffuse nucleoplasm with speckle texture, dimmer in the nucleoli.
+        return nucleus * np.clip(1.0 + 0.25 * texture, 0.2, None) * (1 - 0.6 * maps["nucleoli"])
+    if name == "nucleolar":
+        # Bright nucleoli on a faint nucleoplasmic background.
+        return maps["nucleoli"] + 0.15 * nucleus
+    if name == "cytoplasmic":
+        # Diffuse, brighter near the nucleus where the cytoplasm is thicker.
+        thickness = np.clip(1.2 - 0.8 * cell_rho, 0.3, None)
+        return cyto * thickness * np.clip(1.0 + 0.2 * texture, 0.2, None)
+    if name == "membrane":
+        # One-pixel outline of each cell body, softened into a rim ~2-3 px wide.
+        edge = np.zeros((size, size), bool)
+        for axis in (0, 1):
+            diff = np.diff(cell_id, axis=axis) != 0
+            lead = [slice(None)] * 2
+            lead[axis] = slice(0, -1)
+            trail = [slice(None)] * 2
+            trail[axis] = slice(1, None)
+            edge[tuple(lead)] |= diff
+            edge[tuple(trail)] |= diff
+        edge &= cell_id > 0
+        rim = ndi.gaussian_filter(edge.astype(np.float32), 0.7) * (cell_id > 0)
+        return 2.2 * rim * np.clip(1.0 + 0.3 * texture, 0.2, None)
+    n_cells = len(cells["cy"])
+    if name == "puncta":
+        # Vesicle-like dots scattered through the cytoplasm, denser near the nucleus
+        # (uniform in radius rather than in area).
+        owner = np.repeat(np.arange(n_cells), rng.poisson(40, n_cells) + 10)
+        z = np.exp(1j * rng.uniform(-math.pi, math.pi, owner.size))
+        rad = rng.uniform(0.3, 1.0, owner.size) * _cell_radius(cells, owner, z)
+        ys, xs = cells["cy"][owner] + rad * z.imag, cells["cx"][owner] + rad * z.real
+        weight = rng.lognormal(0.0, 0.4, owner.size)
+        points = _splat(ys, xs, weight, owner + 1, cyto_id, size)
+        # Vesicles somewhat larger than the PSF: with it, dots end up ~3-4 px across.
+        return ndi.gaussian_filter(points, 0.8) * (2 * math.pi * 0.8**2)
+    if name == "filaments":
+        # Stress-fibre-like straight bundles sharing a dominant orientation per cell,
+        # spread across the whole cell body.
+        owner = _per_cell(rng, n_cells, 10, 22)
+        n = owner.size
+        psi = rng.uniform(0.0, math.pi, n_cells)[owner] + rng.normal(0.0, 0.12, n)
+        span = cells["cell_r"][owner]
+        off = rng.uniform(-0.9, 0.9, n) * span
+        along = rng.uniform(-0.4, 0.4, n) * span
+        length = rng.uniform(1.0, 2.0, n) * span
+        y0 = cells["cy"][owner] + off * np.cos(psi) - (along + length / 2) * np.sin(psi)
+        x0 = cells["cx"][owner] - off * np.sin(psi) - (along + length / 2) * np.cos(psi)
+        ys, xs, f = _fibres(y0, x0, psi, length, rng.normal(0.0, 0.004, n))
+        weight = rng.lognormal(0.0, 0.5, n) * 0.25
+        points = _splat(ys, xs, weight[f], owner[f] + 1, cyto_id, size)
+        # Fibre bundles are below the resolution: the PSF alone sets their width.
+        # Actin-like proteins also keep a diffuse (monomeric) cytoplasmic pool.
+        return points + 0.08 * cyto
+    raise AssertionError(name)  # pragma: no cover - guarded by _check_classes
+
+
+def _illumination(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth vignetting, (size, size) float32: 1 on an off-centre optical axis, falling
+    quadratically (slightly anisotropically) to 0.7-0.85 at the farthest corner."""
+    coord = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    y0, x0 = rng.uniform(-0.35, 0.35, 2)
+    ay, ax = rng.uniform(0.8, 1.2, 2)
+    q = ay * (coord[:, None] - y0) ** 2 + ax * (coord[None, :] - x0) ** 2
+    low = rng.uniform(*_ILLUMINATION_MIN)
+    return 1.0 - (1.0 - low) / q.max() * q
+
+
+def _haze(signal: np.ndarray) -> np.ndarray:
+    """Out-of-focus light: the (C, H, W) signal blurred over ~10 px, computed on a 4x
+    decimated grid (a full-resolution wide Gaussian would dominate the run time) and
+    brought back by pixel replication: the haze is a few percent of a field that varies
+    over ~10 px, so its 4-px steps are far below the shot noise, and the PSF smooths
+    them further."""
+    size = signal.shape[-1]
+    small = ndi.gaussian_filter(signal[:, ::4, ::4], (0, 2.5, 2.5))
+    return small.repeat(4, axis=1).repeat(4, axis=2)[:, :size, :size]
+
+
+def _objects_frame(image_id, name, t, cy, cx, areas) -> pd.DataFrame:
+    """Ground-truth table with fixed columns and dtypes (also when empty)."""
+    n = len(t)
+    return pd.DataFrame(
+        {
+            "Metadata_image": pd.Series([image_id] * n, dtype=object),
+            "truth_label": np.arange(1, n + 1, dtype=np.int64),
+            "Metadata_trajectory": np.asarray(t, dtype=float),
+            "Metadata_class": pd.Series([name] * n, dtype=object),
+            "truth_y": np.asarray(cy, dtype=float),
+            "truth_x": np.asarray(cx, dtype=float),
+            "truth_nucleus_area": np.asarray(areas, dtype=np.int64),
+        },
+        columns=list(OBJECT_COLUMNS),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------
+
+
+def generate_field(
+    seed: int,
+    index: int,
+    *,
+    size: int = 512,
+    cells_per_field: float = 45.0,
+    classes: Sequence[str] = CLASSES,
+    batch_sd: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray, dict, pd.DataFrame]:
+    """Simulate one fluorescence microscopy field of view with ground truth.
+
+    Parameters
+    ----------
+    seed : int
+        Dataset seed, >= 0.
+    index : int
+        Field index, >= 0. The field is a function of ``(seed, index)`` and the options
+        only, so it is identical whichever shard it is generated in.
+    size : int, optional
+        Side of the square field in pixels, >= 64. Cell sizes are physical (nuclear radius
+        ~6-14 px), so a smaller field holds fewer cells' worth of room.
+    cells_per_field : float, optional
+        Mean number of cells; the number drawn is Poisson-distributed. Fewer are placed
+        when the field is too crowded to fit them without overlapping nuclei.
+    classes : sequence of str, optional
+        Localisation classes to cycle through, unique names from :data:`CLASSES`. Field
+        ``index`` shows ``classes[index % len(classes)]``, so any ``len(classes)``
+        consecutive indices cover every class once.
+    batch_sd : float, optional
+        SD (>= 0) of the per-field log brightness gain, a batch effect multiplying all
+        channels: the gain is ``exp(batch_sd * z)`` with ``z ~ N(0, 1)`` fixed by
+        ``(seed, index)``, so ``batch_sd=0`` gives the same field with gain 1.
+
+    Returns
+    -------
+    image : (3, size, size) uint16
+        Channels in :data:`CHANNELS` order (nucleus, structure, protein), camera counts
+        including an offset of ~100.
+    truth_labels : (size, size) int32
+        Nuclear instance mask: 0 is background, 1..N are the nuclei with at least one
+        pixel in the field, numbered in order of placement.
+    metadata : dict
+        ``Metadata_image`` (str, ``f"f{index:05d}"``), ``Metadata_class`` (str),
+        ``Metadata_group`` (str, same as ``Metadata_image``: a field plays the role of a
+        well), ``Metadata_field_gain`` (float) and ``Metadata_field_index`` (int).
+    objects : pandas.DataFrame
+        One row per label of ``truth_labels`` in label order, columns
+        ``Metadata_image``, ``truth_label`` (int), ``Metadata_trajectory`` (float in
+        [0, 1]), ``Metadata_class``, ``truth_y``, ``truth_x`` (float, nucleus centre in
+        pixel coordinates; may lie just outside the field for border-cut cells) and
+        ``truth_nucleus_area`` (int, pixels of the label inside the field).
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range; the message names it.
+
+    Examples
+    --------
+    >>> image, labels, meta, objects = generate_field(0, 2, size=128, cells_per_field=5)
+    >>> image.shape, image.dtype, labels.dtype
+    ((3, 128, 128), dtype('uint16'), dtype('int32'))
+    >>> meta["Metadata_class"]
+    'cytoplasmic'
+    """
+    seed = _check_int("seed", seed, 0)
+    index = _check_int("index", index, 0)
+    opts = _check_options(
+        size=size, cells_per_field=cells_per_field, classes=classes, batch_sd=batch_sd
+    )
+    size, classes = opts["size"], opts["classes"]
+    name = classes[index % len(classes)]
+    image_id = f"f{index:05d}"
+
+    # Independent streams: geometry and the class-independent channels do not depend on
+    # the class (changing ``classes`` only changes the protein channel), and nothing
+    # depends on how many random numbers another stage consumed.
+    streams = np.random.SeedSequence([seed, index]).spawn(5)
+    rng_geom, rng_cell, rng_struct, rng_protein, rng_optics = map(np.random.default_rng, streams)
+
+    cells = _place_cells(rng_geom, size, opts["cells_per_field"])
+    n = len(cells["cy"])
+    nuc_id, nuc_rho, cell_id, cell_rho = _rasterize(cells, size)
+
+    # Per-cell brightness of each channel; index 0 is background (brightness 0).
+    def per_cell(sd: float) -> np.ndarray:
+        return np.concatenate([[0.0], rng_cell.lognormal(0.0, sd, n)]).astype(np.float32)
+
+    dna, body = per_cell(_CELL_BRIGHTNESS_SD), per_cell(_CELL_BRIGHTNESS_SD)
+    # The protein pattern strengthens along the trajectory (x0.35 at t=0 to x1.65 at t=1).
+    strength = 0.35 + 1.3 * cells["t"]
+    protein_amp = per_cell(0.25) * np.concatenate([[0.0], strength]).astype(np.float32)
+    nucleoli = _nucleoli(rng_cell, cells, nuc_id, size)
+
+    # Nucleus: chromatin speckle, slightly brighter periphery, dark nucleoli.
+    chromatin = _texture(rng_cell, size, 1.2)
+    nucleus = nuc_id > 0
+    dna_signal = (
+        dna[nuc_id]
+        * np.clip(1.0 + 0.18 * chromatin, 0.3, None)
+        * (0.9 + 0.2 * nuc_rho**2)
+        * (1.0 - 0.45 * nucleoli)
+        * nucleus
+    )
+
+    # Structure: diffuse cell body thinning towards the edge, dimmer over the nucleus
+    # (out of its focal plane), plus radiating fibres.
+    body_texture = _texture(rng_struct, size, 3.0, step=2)
+    thickness = np.where(nucleus, 0.55, 1.0 - 0.45 * np.minimum(cell_rho, 1.0) ** 2)
+    fibres = _structure_fibres(rng_struct, cells, cell_id, size)
+    structure_signal = body[cell_id] * (
+        _STRUCTURE_PHOTONS * thickness * np.clip(1.0 + 0.25 * body_texture, 0.2, None)
+        + _FIBRE_PHOTONS * fibres
+    )
+
+    maps = {
+        "nuc_id": nuc_id,
+        "cell_id": cell_id,
+        "cell_rho": cell_rho,
+        "nucleoli": nucleoli,
+    }
+    pattern = _protein_pattern(name, rng_protein, cells, maps, size)
+    # Every protein also has a faint diffuse cytoplasmic pool, as real stainings do.
+    nonspecific = _PROTEIN_NONSPECIFIC * ((cell_id > 0) & ~nucleus)
+    protein_signal = protein_amp[cell_id] * (pattern + nonspecific)
+
+    signal = np.stack(
+        [
+            _NUCLEUS_PHOTONS * dna_signal,
+            structure_signal,
+            _PROTEIN_PHOTONS[name] * protein_signal,
+        ]
+    ).astype(np.float32)
+    signal += _HAZE * _haze(signal)
+    signal += np.asarray(_AUTOFLUORESCENCE, np.float32)[:, None, None]
+
+    # The gain is exp(batch_sd * z) with z fixed by (seed, index): changing batch_sd
+    # rescales every field's log gain and changes nothing else.
+    gain = float(np.exp(opts["batch_sd"] * rng_optics.standard_normal()))
+    illumination = _illumination(rng_optics, size)
+    # Read noise is drawn before the shot noise: the number of random numbers Poisson
+    # sampling consumes depends on the rates, and drawing it first keeps the nucleus and
+    # structure channels bit-identical whatever the protein channel holds.
+    read_noise = rng_optics.standard_normal(signal.shape, dtype=np.float32)
+    expected = ndi.gaussian_filter(signal, (0, _PSF_SIGMA, _PSF_SIGMA), truncate=3.0)
+    expected *= gain * illumination
+    counts = rng_optics.poisson(np.maximum(expected, 0.0)).astype(np.float32)
+    counts += _CAMERA_OFFSET + _READ_NOISE * read_noise
+    image = np.clip(np.rint(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+    # Keep only nuclei with pixels in the field and number them 1..N in placement order.
+    areas = np.bincount(nuc_id.ravel(), minlength=n + 1)
+    present = np.flatnonzero(areas[1:] > 0)
+    lut = np.zeros(n + 1, np.int32)
+    lut[present + 1] = np.arange(1, len(present) + 1, dtype=np.int32)
+    truth_labels = lut[nuc_id]
+
+    metadata = {
+        "Metadata_image": image_id,
+        "Metadata_class": name,
+        "Metadata_group": image_id,
+        "Metadata_field_gain": gain,
+        "Metadata_field_index": index,
+    }
+    objects = _objects_frame(
+        image_id,
+        name,
+        cells["t"][present],
+        cells["cy"][present],
+        cells["cx"][present],
+        areas[present + 1],
+    )
+    return image, truth_labels, metadata, objects
+
+
+def generate_shard(seed: int, indices: Sequence[int], **field_kwargs) -> dict:
+    """Simulate several fields (see :func:`generate_field`) and stack them.
+
+    Parameters
+    ----------
+    seed : int
+        Dataset seed, >= 0.
+    indices : sequence of int
+        Field indices, each >= 0 and unique. May be empty.
+    **field_kwargs
+        ``size``, ``cells_per_field``, ``classes``, ``batch_sd`` as for
+        :func:`generate_field`.
+
+    Returns
+    -------
+    dict
+        ``images``: (F, 3, size, size) uint16; ``truth_labels``: (F, size, size) int32;
+        ``fields``: DataFrame with one row per field (columns as the metadata dict of
+        :func:`generate_field`), in ``indices`` order; ``objects``: DataFrame with one row
+        per ground-truth cell of all fields.
+    """
+    seed = _check_int("seed", seed, 0)
+    valid = isinstance(indices, (Sequence, np.ndarray)) and not isinstance(indices, (str, bytes))
+    if not valid:
+        raise ValueError(f"indices={indices!r}: expected a sequence of integers >= 0")
+    indices = [_check_int(f"indices[{k}]", i, 0) for k, i in enumerate(indices)]
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"indices={indices!r}: expected unique field indices")
+    opts = _check_options(**field_kwargs)
+
+    size = opts["size"]
+    images = np.empty((len(indices), len(CHANNELS), size, size), np.uint16)
+    labels = np.empty((len(indices), size, size), np.int32)
+    rows, objects = [], []
+    for k, index in enumerate(indices):
+        images[k], labels[k], meta, obj = generate_field(seed, index, **opts)
+        rows.append(meta)
+        objects.append(obj)
+    fields = pd.DataFrame(rows, columns=list(FIELD_COLUMNS))
+    fields = fields.astype({"Metadata_field_gain": float, "Metadata_field_index": np.int64})
+    if objects:
+        objects = pd.concat(objects, ignore_index=True)
+    else:
+        empty = np.empty(0)
+        objects = _objects_frame("", "", empty, empty, empty, empty)
+    return {"images": images, "truth_labels": labels, "fields": fields, "objects": objects}
