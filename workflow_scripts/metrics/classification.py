@@ -27,6 +27,10 @@ from sklearn.preprocessing import StandardScaler
 __all__ = ["cv_splits", "logreg_accuracy"]
 
 
+#: Largest features x classes for the Newton-Cholesky solver (its Hessian is that squared).
+NEWTON_MAX_PARAMS = 4096
+
+
 def logreg_accuracy(
     features: np.ndarray,
     labels: np.ndarray,
@@ -67,8 +71,11 @@ def logreg_accuracy(
 
     Notes
     -----
-    The model is ``StandardScaler`` + ``LogisticRegression(C=1.0, solver="lbfgs")``,
-    fitted on the training folds only. With grouped CV a training fold can miss classes;
+    The model is ``StandardScaler`` + ``LogisticRegression(C=1.0)``, fitted on the training
+    folds only. The solver is Newton-Cholesky while features x classes <= 4096 (a few exact
+    Newton steps; on 256 learned features x 6 classes 2.5x faster than L-BFGS, which needed
+    445 iterations, for the same optimum) and L-BFGS above (the Hessian grows as
+    (features x classes)^2). With grouped CV a training fold can miss classes;
     the model then simply cannot predict them, which is the honest result. If a training
     fold holds a single class, the fold predicts that class for every test cell (what any
     classifier trained on it would do) instead of failing.
@@ -91,8 +98,10 @@ def logreg_accuracy(
         raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
 
     cv, n_used, kind = _make_cv(labels, groups, n_splits, seed)
+    n_params = features.shape[1] * max(len(np.unique(labels)), 2)
+    solver = "newton-cholesky" if n_params <= NEWTON_MAX_PARAMS else "lbfgs"
     model = make_pipeline(
-        StandardScaler(), LogisticRegression(C=1.0, solver="lbfgs", max_iter=max_iter)
+        StandardScaler(), LogisticRegression(C=1.0, solver=solver, max_iter=max_iter)
     )
     accuracies = []
     n_unconverged = 0
