@@ -1,15 +1,50 @@
+import json
+from pathlib import Path
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from workflow_scripts import datasets as ds_lib
-from workflow_scripts.models.spec import layer_names
+from workflow_scripts.models.spec import feature_layers, resolve_model
 
 # Validate before any job runs: unknown keys and wrong types stop here, with the key named.
 # Missing keys take the schema's defaults.
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 
-def _check_config(cfg):
+def _resolve_models(cfg):
+    """Complete every model entry (family defaults, preset); a reused model takes its family
+    and architecture from the model.json beside its weights."""
+    resolved = {}
+    for name, entry in cfg["models"].items():
+        try:
+            params = resolve_model(name, entry)
+            if params["weights"]:
+                params = _reused_model(name, params)
+        except ValueError as exc:
+            raise WorkflowError(f"Invalid configuration: {exc}") from None
+        resolved[name] = params
+    return resolved
+
+
+def _reused_model(name, params):
+    weights = Path(params["weights"])
+    record_path = weights.with_name("model.json")
+    if not weights.exists() or not record_path.exists():
+        raise ValueError(
+            f"models.{name}.weights: expected {weights} and {record_path} (written by a "
+            f"previous cellembed run), found {'neither' if not weights.exists() else 'no model.json'}"
+        )
+    record = json.loads(record_path.read_text())
+    if record.get("family") != params["family"]:
+        raise ValueError(
+            f"models.{name}: family {params['family']!r} but {record_path} holds a "
+            f"{record.get('family')!r} model"
+        )
+    return {**params, **record["params"], "weights": str(weights), "input": "cells"}
+
+
+def _check_config(cfg, models):
     """Cross-key checks a JSON schema cannot express."""
     problems = []
     for section in ("segmentation", "filter"):
@@ -28,7 +63,11 @@ def _check_config(cfg):
             f"metrics.summary_k ({cfg['metrics']['summary_k']}) must be one of "
             f"metrics.neighbors {cfg['metrics']['neighbors']}"
         )
-    for name, model in cfg["models"].items():
+    for name, model in models.items():
+        if model["input"] == "tiles" and model["family"] == "paired_inpainting":
+            problems.append(
+                f"models.{name}: paired_inpainting pairs cells; it needs input: cells"
+            )
         if (
             model["input"] == "tiles"
             and cfg["tiling"]["size"] != cfg["crop"]["resize_to"]
@@ -39,7 +78,7 @@ def _check_config(cfg):
                 f"({cfg['crop']['resize_to']})"
             )
         size = cfg["crop"]["resize_to"]
-        if size % (2 ** model["depth"]) != 0:
+        if "depth" in model and size % (2 ** model["depth"]) != 0:
             problems.append(
                 f"models.{name}.depth ({model['depth']}): the input size {size} must be "
                 f"divisible by 2**depth"
@@ -48,7 +87,8 @@ def _check_config(cfg):
         raise WorkflowError("Invalid configuration:\n  " + "\n  ".join(problems))
 
 
-_check_config(config)
+MODELS = _resolve_models(config)
+_check_config(config, MODELS)
 
 
 def _canonical(value):
@@ -64,7 +104,7 @@ for _key in list(config):
     config[_key] = _canonical(config[_key])
 
 DATASETS = config["datasets"]
-MODELS = config["models"]
+POOLING = config["features"]["pooling"]
 
 
 wildcard_constraints:
@@ -170,8 +210,34 @@ def model_params(wildcards):
     return MODELS[wildcards.model]
 
 
+def tensorboard_dir(wildcards):
+    if MODELS[wildcards.model]["tensorboard"]:
+        return f"results/{wildcards.dataset}/models/{wildcards.model}/tensorboard"
+    return None
+
+
 def model_layers(model):
-    return layer_names(MODELS[model]["family"], MODELS[model])
+    """Feature tables of a model: one per layer and pooling."""
+    return feature_layers(MODELS[model]["family"], MODELS[model], POOLING)
+
+
+def trained_models():
+    """Models this workflow trains (not those reusing weights)."""
+    return [name for name, params in MODELS.items() if not params["weights"]]
+
+
+def model_weights(model):
+    """Weights and model.json a model's features come from: trained here, or reused."""
+    if MODELS[model]["weights"]:
+        weights = MODELS[model]["weights"]
+        return {
+            "weights": weights,
+            "config": str(Path(weights).with_name("model.json")),
+        }
+    return {
+        "weights": f"results/{{dataset}}/models/{model}/weights.safetensors",
+        "config": f"results/{{dataset}}/models/{model}/model.json",
+    }
 
 
 def feature_tables(dataset):
@@ -215,11 +281,13 @@ def final_outputs():
             f"results/{dataset}/qc/segmentation_overlay.png",
             f"results/{dataset}/qc/drops.csv",
         ]
-        for model in MODELS:
+        for model in trained_models():
             outputs += expand(
                 "results/{dataset}/models/{model}/{name}",
                 dataset=dataset,
                 model=model,
                 name=["learning_curve.png", "reconstructions.png"],
             )
+            if MODELS[model]["input"] == "tiles":
+                outputs.append(f"results/{dataset}/models/{model}/stitched.png")
     return outputs

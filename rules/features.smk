@@ -6,8 +6,7 @@ for _model in MODELS:
         name:
             f"extract_features_{_model}"
         input:
-            weights=f"results/{{dataset}}/models/{_model}/weights.safetensors",
-            config=f"results/{{dataset}}/models/{_model}/model.json",
+            **model_weights(_model),
             cells="results/{dataset}/cells.parquet",
             arrays=cell_shard_arrays,
         output:
@@ -28,7 +27,7 @@ for _model in MODELS:
             runtime=60,
         params:
             layers=model_layers(_model),
-            pooling=config["features"]["pooling"],
+            pooling=POOLING,
             batch_size=config["features"]["batch_size"],
             out_dir=f"results/{{dataset}}/features/{_model}",
         script:

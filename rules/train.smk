@@ -38,5 +38,37 @@ rule train_model:
         split=config["split"],
         seed=config["seed"],
         checkpoint="results/{dataset}/models/{model}/checkpoint.pt",
+        tensorboard=tensorboard_dir,
     script:
         "../workflow_scripts/scripts/train_model.py"
+
+
+rule stitch_reconstructions:
+    input:
+        weights="results/{dataset}/models/{model}/weights.safetensors",
+        config="results/{dataset}/models/{model}/model.json",
+        tiles=tile_shard_arrays,
+        tables=tile_shard_tables,
+        stats="results/{dataset}/tiles/stats.json",
+    output:
+        report(
+            "results/{dataset}/models/{model}/stitched.png",
+            caption="../report/stitched.rst",
+            category="Training",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/{dataset}/stitch_reconstructions/{model}.log",
+    benchmark:
+        "logs/{dataset}/stitch_reconstructions/{model}.bench.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        tiling=config["tiling"],
+        n_fields=2,
+    script:
+        "../workflow_scripts/scripts/stitch_reconstructions.py"

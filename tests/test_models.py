@@ -49,11 +49,11 @@ def test_vae_loss_decreases(likelihood):
 def test_gaussian_nll_matches_torch():
     model = VAE(2, 16, latent_dim=2, width=4, depth=2)
     with torch.no_grad():
-        model.log_scale.copy_(torch.tensor([0.3, -0.2]))
+        model.likelihood.log_scale.copy_(torch.tensor([0.3, -0.2]))
     x = torch.randn(3, 2, 16, 16)
     out = model(x)
     terms = model.loss_terms(x, out)
-    sigma = torch.exp(model.log_scale).view(1, -1, 1, 1).expand_as(x)
+    sigma = torch.exp(model.likelihood.log_scale).view(1, -1, 1, 1).expand_as(x)
     expected = -torch.distributions.Normal(out["out"], sigma).log_prob(x).flatten(1).sum(1).mean()
     assert torch.allclose(terms["recon"], expected, rtol=1e-5)
     kl = torch.distributions.kl_divergence(
@@ -82,3 +82,37 @@ def test_safetensors_round_trip(tmp_path):
         assert torch.equal(value, loaded.feature_maps(x)[name])
     # safetensors holds tensors only: no pickle is involved in loading.
     assert weights.read_bytes()[8:9] == b"{"
+
+
+@pytest.mark.parametrize("family", ["ae", "scvae"])
+@pytest.mark.parametrize("channels", [1, 3, 7])
+def test_ae_and_scvae_shapes(family, channels):
+    params = {"latent_dim": 8, "width": 8, "depth": 3, "likelihood": "gaussian", "beta": 1.0}
+    model = build_model(family, channels, 64, params).eval()
+    x = torch.randn(2, channels, 64, 64)
+    assert model.reconstruct(x).shape == x.shape
+    maps = model.feature_maps(x)
+    assert list(maps) == layer_names(family, params)
+    assert maps[layer_names(family, params)[-1]].shape == (2, 8)
+
+
+def test_scvae_blocks_carry_skip_connections():
+    plain = build_model("vae", 3, 64, PARAMS)
+    skip = build_model("scvae", 3, 64, PARAMS)
+    assert all(block.skip is None for block in plain.encoder.blocks)
+    assert all(block.skip is not None for block in skip.encoder.blocks)
+    assert all(block.skip is not None for block in skip.decoder.blocks)
+    assert skip.family == "scvae"
+
+
+@pytest.mark.parametrize("family", ["ae", "scvae"])
+def test_ae_scvae_loss_decreases(family):
+    torch.manual_seed(0)
+    model = build_model(family, 2, 32, {"latent_dim": 4, "width": 8, "depth": 3})
+    x = torch.rand(16, 2, 32, 32)
+    x[:, :, 8:24, 8:24] += 1.0
+    opts = model.configure_optimizers(3e-3, 0.0)
+    first = [float(model.training_step(x, opts, torch.autocast("cpu", enabled=False))["loss"]) for _ in range(3)]
+    for _ in range(25):
+        last = float(model.training_step(x, opts, torch.autocast("cpu", enabled=False))["loss"])
+    assert last < 0.8 * np.mean(first)

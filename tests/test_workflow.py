@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from workflow_scripts.models.spec import FAMILIES, feature_layers, layer_names, resolve_model
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 
@@ -36,8 +38,9 @@ def test_default_config_dry_run(tmp_path):
     jobs = planned_jobs(snakemake(tmp_path, "-n"))
     # Jobs at shard granularity: 64 fields / 16 per shard = 4 segmentation jobs, not 64.
     assert jobs["synthesize_fields"] == 4 and jobs["segment_and_crop"] == 4
-    assert jobs["train_model"] == 1
-    assert jobs["evaluate_layer"] == 6  # vae conv1..conv4 + mu, and pca/pixels
+    assert jobs["train_model"] == 3  # the quick preset: vae, paired inpainting, ae
+    assert {"extract_features_vae", "extract_features_pci", "extract_features_ae"} <= set(jobs)
+    assert jobs["evaluate_layer"] == 1 + 5 + 5 + 5  # pca/pixels; vae, ae conv1-4 + latent; pci conv1-5
 
 
 @pytest.mark.parametrize(
@@ -85,18 +88,34 @@ def test_tiny_run_outputs(tiny_run):
     kept = drops.query("reason == 'kept' and unit == 'cells'")["count"].item()
     assert kept == len(cells)
 
-    for model, layers in {"vae": ["conv1", "conv2", "conv3", "mu"], "tilevae": ["conv1", "conv2", "conv3", "mu"]}.items():
+    config = yaml.safe_load(TINY.read_text())
+    assert {params["family"] for params in config["models"].values()} == set(FAMILIES)  # every family, end to end
+    tables = 1  # pca/pixels
+    for model, entry in config["models"].items():
+        params = resolve_model(model, entry)
         mdir = res / "models" / model
         for name in ("weights.safetensors", "model.json", "history.csv", "learning_curve.png", "reconstructions.png"):
             assert (mdir / name).stat().st_size > 0, (model, name)
         assert not (mdir / "checkpoint.pt").exists()
+        record = json.loads((mdir / "model.json").read_text())
+        assert record["family"] == params["family"] and record["layers"] == layer_names(params["family"], params)
+        layers = feature_layers(params["family"], params, config["features"]["pooling"])
+        assert any(name.endswith("_max") for name in layers)
         for layer in layers:
             table = pd.read_parquet(res / "features" / model / f"{layer}.parquet")
-            assert list(table["Metadata_cell"]) == list(cells["Metadata_cell"])
-            assert table.filter(like=f"{layer}_").shape[1] > 0
+            assert list(table["Metadata_cell"]) == list(cells["Metadata_cell"])  # one row per cell
+            values = table.filter(like=f"{layer}_").to_numpy()
+            assert values.shape[1] > 0 and np.isfinite(values).all()
+        tables += len(layers)
     history = pd.read_csv(res / "models" / "vae" / "history.csv")
     assert list(history["epoch"]) == [1, 2]
-    assert json.loads((res / "models" / "tilevae" / "model.json").read_text())["normalization"]["clip"] is True
+    assert json.loads((res / "models" / "tileae" / "model.json").read_text())["normalization"]["clip"] is True
+    assert json.loads((res / "models" / "pci" / "model.json").read_text())["normalization"]["kind"] == "per_cell_minmax"
+    assert (res / "models" / "tileae" / "stitched.png").stat().st_size > 1000
+    gan_history = pd.read_csv(res / "models" / "gan" / "history.csv")
+    assert {"train_d_loss", "train_g_loss", "train_mi_loss", "train_gp"} <= set(gan_history.columns)
+    infomax_history = pd.read_csv(res / "models" / "infomax" / "history.csv")
+    assert {"train_mi", "val_mi", "train_kl"} <= set(infomax_history.columns)
     stats = json.loads((res / "tiles" / "stats.json").read_text())
     assert stats["n_train_tiles"] > 0 and stats["n_val_tiles"] > 0
 
@@ -105,7 +124,7 @@ def test_tiny_run_outputs(tiny_run):
         "model", "layer", "n_cells", "n_features", "logreg_accuracy_grouped", "logreg_accuracy_grouped_sd",
         "logreg_accuracy_stratified", "logreg_accuracy_stratified_sd", "trustworthiness", "continuity",
     ]
-    assert len(summary) == 1 + 4 + 4
+    assert len(summary) == tables
     assert summary.iloc[0][["model", "layer"]].tolist() == ["pca", "pixels"]
     assert summary[["logreg_accuracy_grouped", "trustworthiness", "continuity"]].apply(lambda s: s.between(0, 1)).all().all()
     for name in ("embeddings/best_layer_umap.png", "qc/segmentation_overlay.png", "metrics/summary.png"):
@@ -126,8 +145,9 @@ def test_training_change_reruns_training_not_segmentation(tiny_run):
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(tiny_run, "-n", "--configfile", str(changed)))
     assert jobs.get("train_model") == 1  # only the changed model
-    assert jobs.get("extract_features_vae") == 1 and "extract_features_tilevae" not in jobs
-    assert jobs.get("evaluate_layer") == 4 and jobs.get("summarize_metrics") == 1
+    assert jobs.get("extract_features_vae") == 1
+    assert not [rule for rule in jobs if rule.startswith("extract_features_") and rule != "extract_features_vae"]
+    assert jobs.get("evaluate_layer") == 7 and jobs.get("summarize_metrics") == 1  # conv1-3 mean/max + mu
     for upstream in ("synthesize_fields", "segment_and_crop", "filter_cells", "pca_features", "tile_fields"):
         assert upstream not in jobs, upstream
 

@@ -80,6 +80,34 @@ class Normalizer:
         sc = np.asarray(self.scale, dtype=np.float32).reshape(1, -1, 1, 1)
         return y * sc + off
 
+    def to_record(self) -> dict:
+        return {"kind": "affine", "offset": self.offset, "scale": self.scale, "clip": self.clip}
+
+
+class PerCellMinMax:
+    """Each cell's channels scaled to [0, 1] independently (paired cell inpainting); there is
+    no global inverse, so ``invert`` returns its input."""
+
+    kind = "per_cell_minmax"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from workflow_scripts.pairs import per_cell_minmax
+
+        return per_cell_minmax(x)
+
+    def invert(self, y: np.ndarray) -> np.ndarray:
+        return y
+
+    def to_record(self) -> dict:
+        return {"kind": self.kind}
+
+
+def normalizer_from_record(record: dict):
+    """Rebuild the normaliser a model was trained with from its model.json entry."""
+    if record.get("kind") == PerCellMinMax.kind:
+        return PerCellMinMax()
+    return Normalizer(record["offset"], record["scale"], record.get("clip", False))
+
 
 class BatchSource:
     """Items of a sharded array selected by (shard, row), normalised on read."""

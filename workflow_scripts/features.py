@@ -21,24 +21,27 @@ def pool(maps: torch.Tensor, how: str = "mean") -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(model, source, layers, *, pooling="mean", batch_size=256, device=None):
-    """Pooled activations of ``layers`` for every item of ``source``, in order.
+def extract_features(model, source, layers, *, batch_size=256, device=None):
+    """Pooled activations for every item of ``source``, in order, in one pass of the model.
 
-    Returns a dict layer -> float32 array (N, D_layer).
+    ``layers`` is a list of (layer name, pooling) pairs, e.g. ``[("conv3", "mean"),
+    ("conv3", "max"), ("mu", "mean")]``; vector layers ignore the pooling. Returns a dict
+    (layer, pooling) -> float32 array (N, D).
     """
     device = device or torch.device("cpu")
-    missing = [name for name in layers if name not in model.layer_names]
+    layers = [tuple(pair) for pair in layers]
+    missing = sorted({name for name, _ in layers} - set(model.layer_names))
     if missing:
         raise ValueError(f"layers {missing} not in the model's layers {model.layer_names}")
     model.to(device).eval()
-    parts = {name: [] for name in layers}
+    parts = {pair: [] for pair in layers}
     for start in range(0, len(source), batch_size):
         index = np.arange(start, min(start + batch_size, len(source)))
         x = torch.from_numpy(source.batch(index)).to(device)
         maps = model.feature_maps(x)
-        for name in layers:
-            parts[name].append(pool(maps[name].float(), pooling).cpu().numpy())
-    return {name: np.concatenate(chunks).astype(np.float32) for name, chunks in parts.items()}
+        for name, how in layers:
+            parts[(name, how)].append(pool(maps[name].float(), how).cpu().numpy())
+    return {pair: np.concatenate(chunks).astype(np.float32) for pair, chunks in parts.items()}
 
 
 def feature_table(metadata: pd.DataFrame, values: np.ndarray, prefix: str) -> pd.DataFrame:

@@ -1,10 +1,12 @@
 """One training loop for every model family.
 
-A model takes a normalised batch (N, C, H, W) and implements ``forward(x) -> dict`` and
-``loss_terms(x, out) -> dict`` with a ``loss`` entry. The loop adds: seeded shuffling, flips and
-90-degree rotations, Adam/AdamW with a cosine learning-rate schedule, validation every epoch,
-early stopping, the best weights by validation loss, bf16 autocast on CUDA, and a checkpoint
-written atomically after every epoch from which a killed job resumes.
+Every family implements :class:`workflow_scripts.models.base.CellModel`: its optimizers and its
+training step (one optimizer and one loss for most; a critic or a discriminator for others),
+and ``loss_terms`` with a ``loss`` entry for validation. The loop adds: seeded shuffling, flips
+and 90-degree rotations (each tensor of a dict batch independently), a cosine learning-rate
+schedule per optimizer, validation every epoch, early stopping, the best weights by validation
+loss, bf16 autocast and channels-last on CUDA, optional ``torch.compile``, optional TensorBoard
+scalars, and a checkpoint written atomically after every epoch from which a killed job resumes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class TrainSettings:
     patience: int = 0  # 0 = no early stopping
     augment: bool = True
     seed: int = 0
+    compile: bool = False
+    tensorboard_dir: str | None = None
 
 
 @dataclass
@@ -74,15 +78,36 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+def _to_device(batch, device: torch.device):
+    """numpy array or dict of arrays -> tensor(s) on ``device`` (channels-last on CUDA)."""
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    x = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda" and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _augment(batch, generator: torch.Generator):
+    if isinstance(batch, dict):
+        return {k: augment_batch(v, generator) for k, v in batch.items()}
+    return augment_batch(batch, generator)
+
+
 def _batches(n: int, batch_size: int, perm: torch.Tensor | None = None):
     order = perm.numpy() if perm is not None else np.arange(n)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
 
 
-def _run_epoch(model, source, *, settings, device, optimizer=None, generator=None):
-    training = optimizer is not None
+def _run_epoch(model, source, *, settings, device, optimizers=None, generator=None, epoch=0):
+    training = optimizers is not None
     model.train(training)
+    if hasattr(source, "set_epoch"):
+        # Sources that draw (e.g. inpainting partners) do so as a function of the epoch, so a
+        # resumed run draws the same; validation always uses epoch 0.
+        source.set_epoch(epoch if training else 0)
     n = len(source)
     perm = torch.randperm(n, generator=generator) if training else None
     totals: dict[str, float] = {}
@@ -93,18 +118,17 @@ def _run_epoch(model, source, *, settings, device, optimizer=None, generator=Non
         if training and len(index) < 2:
             continue  # batch norm needs at least two items
         t0 = time.perf_counter()
-        x = torch.from_numpy(source.batch(index))
+        batch = source.batch(index)
         wait += time.perf_counter() - t0
         if training and settings.augment:
-            x = augment_batch(x, generator)
-        x = x.to(device, non_blocking=True)
-        with torch.set_grad_enabled(training), autocast:
-            out = model(x)
-            terms = model.loss_terms(x, out)
+            # Augment on the CPU with the seeded generator: the same draws on every device.
+            batch = _augment(_to_device(batch, torch.device("cpu")), generator)
+        batch = _to_device(batch, device)
         if training:
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
+            terms = model.training_step(batch, optimizers, autocast)
+        else:
+            with autocast:
+                terms = model.loss_terms(batch, model(batch))
         for key, value in terms.items():
             totals[key] = totals.get(key, 0.0) + float(value.detach()) * len(index)
         count += len(index)
@@ -113,6 +137,16 @@ def _run_epoch(model, source, *, settings, device, optimizer=None, generator=Non
     means = {k: v / count for k, v in totals.items()}
     means["data_wait_s"] = wait
     return means
+
+
+def _tensorboard(log_dir):
+    if log_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # the tensorboard package is optional
+        raise ImportError("train.tensorboard: true needs the 'tensorboard' package (pip install tensorboard)") from exc
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -149,8 +183,12 @@ def fit(
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
+    optimizers = model.configure_optimizers(settings.lr, settings.weight_decay)
+    schedulers = {
+        name: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs) for name, opt in optimizers.items()
+    }
+    if settings.compile:
+        model.compile()
     history: list[dict] = []
     best_state = copy.deepcopy(model.state_dict())
     best_val, best_epoch, bad_epochs, start_epoch = float("inf"), 0, 0, 1
@@ -160,8 +198,9 @@ def fit(
         state = load_checkpoint(checkpoint)
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            for name, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+                schedulers[name].load_state_dict(state["schedulers"][name])
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             history = list(state["history"])
@@ -174,24 +213,32 @@ def fit(
         else:
             log.info("ignoring checkpoint %s: it was made with another config or data", checkpoint)
 
+    writer = _tensorboard(settings.tensorboard_dir)
     stopped = resumed_from is not None and bad_epochs >= settings.patience > 0
     for epoch in range(start_epoch, settings.epochs + 1):
         if stopped:
             break
         t0 = time.perf_counter()
         train_terms = _run_epoch(
-            model, train_source, settings=settings, device=device, optimizer=optimizer, generator=generator
+            model, train_source, settings=settings, device=device, optimizers=optimizers, generator=generator,
+            epoch=epoch,
         )
         with torch.no_grad():
             val_terms = _run_epoch(model, val_source, settings=settings, device=device)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        lr = next(iter(optimizers.values())).param_groups[0]["lr"]
+        for sched in schedulers.values():
+            sched.step()
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch}
         row.update({f"train_{k}": v for k, v in train_terms.items() if k != "data_wait_s"})
         row.update({f"val_{k}": v for k, v in val_terms.items() if k != "data_wait_s"})
         row.update({"lr": lr, "seconds": seconds, "data_wait_fraction": train_terms["data_wait_s"] / seconds})
         history.append(row)
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+            writer.flush()
         if val_terms["loss"] < best_val:
             best_val, best_epoch, bad_epochs = val_terms["loss"], epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -208,8 +255,8 @@ def fit(
                     "fingerprint": fingerprint,
                     "epoch": epoch,
                     "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                    "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+                    "schedulers": {name: sch.state_dict() for name, sch in schedulers.items()},
                     "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "history": history,
@@ -222,5 +269,7 @@ def fit(
         if settings.patience > 0 and bad_epochs >= settings.patience:
             log.info("early stopping: no validation improvement for %d epochs", bad_epochs)
             stopped = True
+    if writer is not None:
+        writer.close()
     best_state = {k: v.detach().cpu() for k, v in best_state.items()}
     return TrainResult(pd.DataFrame(history), best_state, best_epoch, best_val, resumed_from)

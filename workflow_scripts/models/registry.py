@@ -1,29 +1,48 @@
-"""Build a model by family name from the plain numbers of a config entry."""
+"""Build a model by family name from the plain numbers of a (resolved) config entry."""
 
 from __future__ import annotations
 
+import importlib
+
 from torch import nn
 
-from workflow_scripts.models.spec import FAMILIES, layer_names
-from workflow_scripts.models.vae import VAE
+from workflow_scripts.models.spec import FAMILIES, FAMILY_DEFAULTS, layer_names
 
-#: Constructor keyword arguments each family takes from its config entry.
-ARCHITECTURE_KEYS: dict[str, tuple[str, ...]] = {
-    "vae": ("latent_dim", "width", "depth", "likelihood", "beta"),
+#: family -> (module, class) under workflow_scripts.models; imported on first use.
+_CLASSES = {
+    "ae": ("ae", "AE"),
+    "vae": ("vae", "VAE"),
+    "scvae": ("vae", "VAE"),
+    "infomax_vae": ("infomax_vae", "InfoMaxVAE"),
+    "paired_inpainting": ("paired_inpainting", "PairedInpaintingNet"),
+    "adversarial": ("adversarial", "AdversarialNet"),
 }
 
-_BUILDERS = {"vae": VAE}
+#: Entry keys that configure data handling rather than the network.
+_DATA_KEYS = {"pair_within"}
 
 
-def build_model(family: str, in_channels: int, input_size: int, params: dict) -> nn.Module:
+def architecture(family: str, params: dict) -> dict:
+    """The constructor keyword arguments of ``family`` taken from a config entry."""
+    return {k: params[k] for k in FAMILY_DEFAULTS[family] if k in params and k not in _DATA_KEYS}
+
+
+def build_model(family: str, in_channels: int, input_size: int, params: dict, channels: list[dict] | None = None) -> nn.Module:
     """Instantiate ``family`` for C = ``in_channels`` inputs of ``input_size`` px.
 
-    ``params`` is the model's config entry; only the family's architecture keys are used.
+    ``channels`` (name and role per channel) is needed by families that treat channels
+    differently (paired inpainting: the protein channel is the target, structure channels the
+    marker input).
     """
-    if family not in _BUILDERS:
+    if family not in _CLASSES:
         raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
-    kwargs = {k: params[k] for k in ARCHITECTURE_KEYS[family] if k in params}
-    model = _BUILDERS[family](in_channels, input_size, **kwargs)
+    module, cls = _CLASSES[family]
+    kwargs = architecture(family, params)
+    if family == "scvae":
+        kwargs["skip"] = True
+    if family == "paired_inpainting":
+        kwargs.update(_inpainting_channels(channels, in_channels))
+    model = getattr(importlib.import_module(f"workflow_scripts.models.{module}"), cls)(in_channels, input_size, **kwargs)
     # The Snakefile declares outputs from spec.layer_names without importing torch; the two
     # must agree.
     expected = layer_names(family, {**params, **kwargs})
@@ -32,9 +51,16 @@ def build_model(family: str, in_channels: int, input_size: int, params: dict) ->
     return model
 
 
-def architecture(family: str, params: dict) -> dict:
-    """The architecture keys of a config entry (what model.json records)."""
-    return {k: params[k] for k in ARCHITECTURE_KEYS[family] if k in params}
+def _inpainting_channels(channels: list[dict] | None, in_channels: int) -> dict:
+    if not channels or len(channels) != in_channels:
+        raise ValueError(f"paired_inpainting needs the role of each of the {in_channels} channels, got {channels}")
+    roles = [c["role"] for c in channels]
+    if roles.count("protein") != 1:
+        raise ValueError(f"paired_inpainting needs exactly one channel with role 'protein', got roles {roles}")
+    structure = [i for i, r in enumerate(roles) if r in ("structure", "nucleus")]
+    if not structure:
+        raise ValueError(f"paired_inpainting needs structure or nucleus channels as markers, got roles {roles}")
+    return {"protein_channel": roles.index("protein"), "structure_channels": structure}
 
 
 def save_trained(model: nn.Module, state: dict, weights_path, config_path, record: dict) -> None:
@@ -64,7 +90,9 @@ def load_trained(weights_path, config_path) -> tuple[nn.Module, dict]:
     for key in ("family", "in_channels", "input_size", "params"):
         if key not in record:
             raise ValueError(f"{config_path}: missing key {key!r} (not a cellembed model.json?)")
-    model = build_model(record["family"], record["in_channels"], record["input_size"], record["params"])
+    model = build_model(
+        record["family"], record["in_channels"], record["input_size"], record["params"], record.get("channels")
+    )
     model.load_state_dict(load_file(str(weights_path)))
     model.eval()
     return model, record

@@ -7,10 +7,11 @@ import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import pandas as pd
 import torch
 
-from workflow_scripts.data import Normalizer, open_shards, source_for
+from workflow_scripts.data import normalizer_from_record, open_shards, source_for
 from workflow_scripts.features import extract_features, feature_table
 from workflow_scripts.io import write_parquet
 from workflow_scripts.models.registry import load_trained
+from workflow_scripts.models.spec import split_feature_layer
 from workflow_scripts.runner import run
 from workflow_scripts.train import pick_device
 
@@ -21,16 +22,16 @@ def main(smk):
     torch.set_num_threads(max(1, int(smk.threads)))
     model, record = load_trained(smk.input.weights, smk.input.config)
     cells = pd.read_parquet(smk.input.cells)
-    normalizer = Normalizer(**record["normalization"])
-    source = source_for(cells, open_shards(smk.input.arrays), normalizer)
-    layers = list(smk.params.layers)
+    source = source_for(cells, open_shards(smk.input.arrays), normalizer_from_record(record["normalization"]))
+    # Feature tables are (layer, pooling) pairs: conv3 (first pooling), conv3_max, ...
+    tables = {name: split_feature_layer(name, list(smk.params.pooling)) for name in smk.params.layers}
     values = extract_features(
-        model, source, layers, pooling=smk.params.pooling, batch_size=int(smk.params.batch_size), device=pick_device()
+        model, source, sorted(set(tables.values())), batch_size=int(smk.params.batch_size), device=pick_device()
     )
-    for layer in layers:
-        path = Path(smk.params.out_dir) / f"{layer}.parquet"
-        write_parquet(path, feature_table(cells, values[layer], layer))
-        log.info("%s: %d cells x %d features", path, *values[layer].shape)
+    for name, key in tables.items():
+        path = Path(smk.params.out_dir) / f"{name}.parquet"
+        write_parquet(path, feature_table(cells, values[key], name))
+        log.info("%s: %d cells x %d features", path, *values[key].shape)
 
 
 run(snakemake, main)  # noqa: F821

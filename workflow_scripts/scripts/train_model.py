@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workflow_scripts.data import Normalizer, open_shards, source_for
+from workflow_scripts.data import Normalizer, PerCellMinMax, open_shards, source_for
 from workflow_scripts.io import write_csv
 from workflow_scripts.models.registry import architecture, build_model, save_trained
+from workflow_scripts.pairs import PairedSource
 from workflow_scripts.plots import plot_learning_curve, plot_reconstruction_grid
 from workflow_scripts.runner import run
 from workflow_scripts.split import split_by_group
@@ -28,29 +29,60 @@ def _split(table, split, seed):
     return table.loc[~is_val].reset_index(drop=True), table.loc[is_val].reset_index(drop=True)
 
 
-def main(smk):
-    params = dict(smk.params.model)
-    seed = int(smk.params.seed)
-    torch.set_num_threads(max(1, int(smk.threads)))
+def _sources(params, smk, seed):
+    """Training and validation sources, the normaliser, and what a source item is."""
     cells = pd.read_parquet(smk.input.cells)
-    cell_arrays = open_shards(smk.input.arrays)
-    channels = cell_arrays.item_shape[0]
-    identity = Normalizer([0.0] * channels, [1.0] * channels)
-
     if params["input"] == "tiles":
         table = pd.concat([pd.read_parquet(p) for p in smk.input.tile_tables], ignore_index=True)
         arrays = open_shards(smk.input.tiles)
         stats = json.loads(Path(smk.input.tile_stats).read_text())
-        train, val = _split(table, smk.params.split, seed)
     else:
-        table, arrays = cells, cell_arrays
-        train, val = _split(table, smk.params.split, seed)
+        table, arrays = cells, open_shards(smk.input.arrays)
+        stats = None
+    train, val = _split(table, smk.params.split, seed)
+    channels = arrays.item_shape[0]
+    if params["family"] == "paired_inpainting":
+        # Pairs within the training (validation) split only; per-cell min-max scaling.
+        column = params["pair_within"]
+        make = lambda t: PairedSource(arrays, t, column, seed=seed)  # noqa: E731
+        train_source, val_source = make(train), make(val)
+        log.info("pairs within %s: %d unpaired training cells left out", column, train_source.n_unpaired)
+        return train_source, val_source, PerCellMinMax(), arrays, train
+    if stats is None:
+        identity = Normalizer([0.0] * channels, [1.0] * channels)
         stats = channel_stats(source_for(train, arrays, identity).iter_raw())
-    normalizer = Normalizer.from_stats(stats, params["likelihood"])
-    log.info("%s: %d training and %d validation %s", smk.wildcards.model, len(train), len(val), params["input"])
+    normalizer = Normalizer.from_stats(stats, params.get("likelihood", "gaussian"))
+    return source_for(train, arrays, normalizer), source_for(val, arrays, normalizer), normalizer, arrays, train
 
-    input_size = int(arrays.item_shape[-1])
-    model = build_model(params["family"], channels, input_size, params)
+
+def _reconstruction_figure(model, val_source, normalizer, smk, params):
+    index = np.arange(min(N_RECONSTRUCTIONS, len(val_source)))
+    batch = val_source.batch(index)
+    tensors = {k: torch.from_numpy(v) for k, v in batch.items()} if isinstance(batch, dict) else torch.from_numpy(batch)
+    names = [c["name"] for c in smk.params.channels]
+    with torch.no_grad():
+        recon = model.reconstruct(tensors).float().numpy()
+    if hasattr(model, "reconstruction_target"):
+        # Inpainting: the true protein channel of cell B beside its prediction.
+        with torch.no_grad():
+            original = model.reconstruction_target(tensors).float().numpy()
+        names = [names[model.protein_channel]]
+        title = f"{smk.wildcards.model}: protein of validation cells and its inpainting"
+    else:
+        original, recon = val_source.raw(index), normalizer.invert(recon)
+        title = f"{smk.wildcards.model}: validation {params['input']} and reconstructions"
+    plot_reconstruction_grid(original, recon, smk.output.recon, channel_names=names, title=title)
+
+
+def main(smk):
+    params = dict(smk.params.model)
+    seed = int(smk.params.seed)
+    torch.set_num_threads(max(1, int(smk.threads)))
+    train_source, val_source, normalizer, arrays, train = _sources(params, smk, seed)
+    log.info("%s: %d training and %d validation %s", smk.wildcards.model, len(train_source), len(val_source), params["input"])
+
+    channels, input_size = arrays.item_shape[0], int(arrays.item_shape[-1])
+    model = build_model(params["family"], channels, input_size, params, list(smk.params.channels))
     settings = TrainSettings(
         epochs=params["epochs"],
         batch_size=params["batch_size"],
@@ -59,20 +91,17 @@ def main(smk):
         patience=params["patience"],
         augment=params["augment"],
         seed=seed,
+        compile=params["compile"],
+        tensorboard_dir=smk.params.tensorboard,
     )
     # The checkpoint is reused only for the same config and the same training items.
     ident = hashlib.sha256()
     ident.update(json.dumps({"params": params, "seed": seed, "split": smk.params.split}, sort_keys=True).encode())
-    ident.update("\n".join(map(str, train["Metadata_shard"] + ":" + train["Metadata_row"].astype(str))).encode())
+    ident.update("\n".join(train["Metadata_shard"] + ":" + train["Metadata_row"].astype(str)).encode())
     device = pick_device()
     result = fit(
-        model,
-        source_for(train, arrays, normalizer),
-        source_for(val, arrays, normalizer),
-        settings,
-        checkpoint=smk.params.checkpoint,
-        fingerprint=ident.hexdigest(),
-        device=device,
+        model, train_source, val_source, settings,
+        checkpoint=smk.params.checkpoint, fingerprint=ident.hexdigest(), device=device,
     )
 
     model.load_state_dict(result.best_state)
@@ -88,31 +117,21 @@ def main(smk):
             "input_size": input_size,
             "params": params,
             "architecture": architecture(params["family"], params),
-            "normalization": normalizer.__dict__,
+            "normalization": normalizer.to_record(),
             "channels": list(smk.params.channels),
             "trained_on": {"dataset": smk.wildcards.dataset, "input": params["input"]},
-            "n_train": int(len(train)),
-            "n_val": int(len(val)),
+            "n_train": len(train_source),
+            "n_val": len(val_source),
             "best_epoch": result.best_epoch,
             "best_val_loss": result.best_val_loss,
             "seed": seed,
             "device": device.type,
+            "n_parameters": sum(p.numel() for p in model.parameters()),
         },
     )
     write_csv(smk.output.history, result.history)
     plot_learning_curve(result.history, smk.output.curve, title=f"{smk.wildcards.model} ({params['family']})")
-
-    val_source = source_for(val, arrays, normalizer)
-    index = np.arange(min(N_RECONSTRUCTIONS, len(val_source)))
-    with torch.no_grad():
-        recon = model.reconstruct(torch.from_numpy(val_source.batch(index))).numpy()
-    plot_reconstruction_grid(
-        val_source.raw(index),
-        normalizer.invert(recon),
-        smk.output.recon,
-        channel_names=[c["name"] for c in smk.params.channels],
-        title=f"{smk.wildcards.model}: validation {params['input']} and reconstructions",
-    )
+    _reconstruction_figure(model, val_source, normalizer, smk, params)
     # Training finished and its outputs are written: the resume point is no longer needed.
     Path(smk.params.checkpoint).unlink(missing_ok=True)
 

@@ -1,0 +1,157 @@
+"""Pairs of cells from the same group for paired cell inpainting (PCI; Lu et al. 2019).
+
+Item i of a ``PairedSource`` is a pair (A, B): A is the i-th pairable cell of the table and B
+another cell of A's group (same protein / well / image: the group column is configurable). The
+partner is drawn afresh every epoch from a generator seeded with (seed, epoch), so the partner
+of (epoch, i) is a pure function of (seed, epoch, i) for a given table: a resumed training run
+draws the same partners as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.data import Normalizer, ShardedArrays
+
+
+def per_cell_minmax(x: np.ndarray) -> np.ndarray:
+    """Scale each image channel to [0, 1] independently: ``(x - min) / (max - min)`` over the
+    last two (H, W) axes; a constant channel becomes 0. Returns float32 of x's shape."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim < 2:
+        raise ValueError(f"per_cell_minmax needs (..., H, W) arrays, got shape {x.shape}")
+    lo = x.min(axis=(-2, -1), keepdims=True)
+    span = x.max(axis=(-2, -1), keepdims=True) - lo
+    safe = np.where(span > 0, span, 1.0).astype(np.float32)
+    return np.where(span > 0, (x - lo) / safe, 0.0).astype(np.float32)
+
+
+class PairedSource:
+    """Like ``data.BatchSource``, but ``batch(index)`` returns ``{"source": A, "target": B}``.
+
+    Parameters
+    ----------
+    arrays : ShardedArrays
+        The crop shards.
+    table : DataFrame
+        Cell table with ``Metadata_shard``, ``Metadata_row`` and ``group_column``.
+    group_column : str
+        Column whose equal values define the groups partners are drawn from. Cells whose group
+        has fewer than two cells (or is missing, NaN) cannot have a partner and are left out:
+        ``mask`` marks the table rows kept, ``n_unpaired`` counts the others, and item i is the
+        table row ``positions[i]`` (``table`` holds the kept rows in item order).
+    seed : int
+        Non-negative seed of the partner draws.
+    per_cell_scaling : bool
+        Scale each cell's channels to [0, 1] independently (``per_cell_minmax``), as the
+        reference does.
+    normalizer : Normalizer, optional
+        Dataset-wide normalisation instead of the per-cell scaling (needs
+        ``per_cell_scaling=False``). Neither: raw intensities.
+    """
+
+    def __init__(
+        self,
+        arrays: ShardedArrays,
+        table: pd.DataFrame,
+        group_column: str,
+        *,
+        seed: int = 0,
+        per_cell_scaling: bool = True,
+        normalizer: Normalizer | None = None,
+    ):
+        for column in ("Metadata_shard", "Metadata_row"):
+            if column not in table.columns:
+                raise ValueError(f"table lacks column {column!r} that locates each item in its shard")
+        if group_column not in table.columns:
+            raise ValueError(
+                f"group column {group_column!r} is not in the cell table (columns: {', '.join(map(str, table.columns))})"
+            )
+        if int(seed) < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if per_cell_scaling and normalizer is not None:
+            raise ValueError("give a normalizer or per_cell_scaling=True, not both")
+        self.arrays = arrays
+        self.group_column = group_column
+        self.seed = int(seed)
+        self.per_cell_scaling = bool(per_cell_scaling)
+        self.normalizer = normalizer
+        self.epoch = 0
+
+        codes, _ = pd.factorize(table[group_column], use_na_sentinel=True)
+        valid = codes >= 0
+        sizes = np.bincount(codes[valid])
+        size_of = np.zeros(len(codes), dtype=np.int64)
+        size_of[valid] = sizes[codes[valid]]
+        self.mask = size_of >= 2
+        self.n_unpaired = int((~self.mask).sum())
+        if not self.mask.any():
+            raise ValueError(
+                f"no group of column {group_column!r} has two or more cells: no cell can be paired "
+                f"({len(table)} cells, {len(sizes)} groups)"
+            )
+        self.positions = np.flatnonzero(self.mask)
+        self.table = table.iloc[self.positions].reset_index(drop=True)
+        self.shards = table["Metadata_shard"].to_numpy()[self.positions]
+        self.rows = table["Metadata_row"].to_numpy().astype(np.int64)[self.positions]
+
+        # Groups over the kept items: members of each group contiguous in ``_members``.
+        group = codes[self.positions]
+        _, self.group = np.unique(group, return_inverse=True)
+        self.group_sizes = np.bincount(self.group)
+        self._members = np.argsort(self.group, kind="stable")
+        self._starts = np.concatenate([[0], np.cumsum(self.group_sizes)[:-1]])
+        rank = np.empty(len(self.group), dtype=np.int64)
+        rank[self._members] = np.arange(len(self.group)) - self._starts[self.group[self._members]]
+        self._rank = rank
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def n_groups(self) -> int:
+        """Groups with at least two cells (those pairs are drawn from)."""
+        return len(self.group_sizes)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the partners of ``epoch`` from now on (the training loop calls this)."""
+        self.epoch = int(epoch)
+
+    def partners(self, epoch: int | None = None) -> np.ndarray:
+        """Item index of every item's partner in ``epoch`` (default: the current one).
+
+        Item i gets the member ``(rank_i + 1 + r) mod n_g`` of its group g (n_g members, i at
+        rank_i), with r uniform in [0, n_g - 2] from a generator seeded by (seed, epoch): always
+        another cell of the same group, each equally likely.
+        """
+        epoch = self.epoch if epoch is None else int(epoch)
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
+        n = self.group_sizes[self.group]
+        shift = rng.integers(0, n - 1, endpoint=False) + 1
+        partner = self._members[self._starts[self.group] + (self._rank + shift) % n]
+        self._cache = (epoch, partner)
+        return partner
+
+    def _read(self, items: np.ndarray) -> np.ndarray:
+        x = self.arrays.gather(self.shards[items], self.rows[items])
+        if self.per_cell_scaling:
+            return per_cell_minmax(x)
+        if self.normalizer is not None:
+            return self.normalizer(x).astype(np.float32, copy=False)
+        return x
+
+    def batch(self, index) -> dict[str, np.ndarray]:
+        """``{"source": A, "target": B}``: (n, C, H, W) float32 each, scaled as configured."""
+        index = np.asarray(index, dtype=np.int64)
+        return {"source": self._read(index), "target": self._read(self.partners()[index])}
+
+    def raw(self, index) -> np.ndarray:
+        """Raw cell A (n, C, H, W) float32."""
+        index = np.asarray(index, dtype=np.int64)
+        return self.arrays.gather(self.shards[index], self.rows[index])
