@@ -9,13 +9,7 @@ from workflow_scripts.models.adversarial import AdversarialNet, gradient_penalty
 NULL = contextlib.nullcontext()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is as fast and does not thrash on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny(gan_loss="bce", **kw):

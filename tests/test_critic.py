@@ -14,14 +14,7 @@ from workflow_scripts.models.critic import (
     nwj_lower_bound,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matrices: one thread is faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def correlated_gaussians(d, mi, n, seed=0):

@@ -10,12 +10,7 @@ NO_AUTOCAST = torch.autocast("cpu", enabled=False)
 SMALL = {"latent_dim": 8, "width": 8, "depth": 3, "critic_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def blobs(n, size=32, channels=3, seed=0):

@@ -7,15 +7,7 @@ from workflow_scripts.data import Normalizer, ShardedArrays
 from workflow_scripts.models.paired_inpainting import PairedInpaintingNet
 from workflow_scripts.pairs import PairedSource, per_cell_minmax
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread is as fast, and does not slow to a crawl when
-    other processes hold the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # ---------------------------------------------------------------------------- model
