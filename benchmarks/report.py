@@ -45,7 +45,7 @@ def main():
         body = render(json.loads(path.read_text()))
         block = f"<!-- {name}:start -->\n{body}\n<!-- {name}:end -->"
         pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
-        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n"
+        text = pattern.sub(lambda _, b=block: b, text) if pattern.search(text) else text + "\n" + block + "\n"
     TARGET.write_text(text)
 
 

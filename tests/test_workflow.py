@@ -169,3 +169,47 @@ def test_lint_and_format_clean():
     assert lint.returncode == 0, lint.stdout + lint.stderr
     fmt = subprocess.run(["snakefmt", "--check", str(REPO)], capture_output=True, text=True, timeout=300)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_rerun_resumes(tmp_path):
+    """Kill Snakemake and its training job with SIGKILL mid-training; the same command (after
+    --unlock) resumes from the last completed epoch instead of starting over."""
+    import os
+    import signal
+    import time
+
+    config = yaml.safe_load(TINY.read_text())
+    config["models"] = {
+        "vae": {"family": "vae", "latent_dim": 8, "width": 32, "depth": 3, "epochs": 12, "batch_size": 16}
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/tiny/models/vae/weights.safetensors"
+    log = tmp_path / "logs" / "tiny" / "train_model" / "vae.log"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "2", target]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if log.exists() and "epoch 3/12" in log.read_text():
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    checkpoint = tmp_path / "results" / "tiny" / "models" / "vae" / "checkpoint.pt"
+    import torch
+
+    done = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 3 <= done < 12
+    assert not (tmp_path / target).exists()
+
+    snakemake(tmp_path, "--unlock")
+    snakemake(tmp_path, target)  # the profile's rerun-incomplete rebuilds the killed job
+    text = log.read_text()
+    assert f"after epoch {done}" in text and "resuming from checkpoint" in text
+    assert f"epoch {done}/12" not in text  # completed epochs are not trained again
+    history = pd.read_csv(tmp_path / "results" / "tiny" / "models" / "vae" / "history.csv")
+    assert list(history["epoch"]) == list(range(1, 13))
+    assert not checkpoint.exists()
