@@ -111,3 +111,15 @@ def test_augment_is_a_square_symmetry():
     for item in out[::2]:
         assert any(torch.equal(item, s) for s in symmetries)
     assert len({tuple(item.flatten().tolist()) for item in out[::2]}) > 2
+
+
+def test_tensorboard_scalars_written(tmp_path):
+    settings = TrainSettings(epochs=2, batch_size=16, seed=0, tensorboard_dir=str(tmp_path / "tb"))
+    fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), settings, device=torch.device("cpu"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "val/loss", "train/kl"} <= set(tags)
+    assert [e.step for e in events.Scalars("val/loss")] == [1, 2]
