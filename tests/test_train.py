@@ -123,3 +123,36 @@ def test_tensorboard_scalars_written(tmp_path):
     tags = events.Tags()["scalars"]
     assert {"train/loss", "val/loss", "train/kl"} <= set(tags)
     assert [e.step for e in events.Scalars("val/loss")] == [1, 2]
+
+
+REPRO_SCRIPT = """
+import hashlib, sys
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from workflow_scripts.models.registry import build_model
+from workflow_scripts.train import TrainSettings, fit
+
+class Source:
+    def __init__(self, x): self.x = x
+    def __len__(self): return len(self.x)
+    def batch(self, index): return self.x[np.asarray(index)]
+
+torch.randn(int(sys.argv[2]))  # consume the global RNG differently in each process
+x = np.random.default_rng(0).normal(size=(32, 2, 16, 16)).astype(np.float32)
+model = build_model("vae", 2, 16, {"latent_dim": 4, "width": 4, "depth": 2}, seed=7)
+result = fit(model, Source(x), Source(x[:8]), TrainSettings(epochs=2, batch_size=8, seed=7), device=torch.device("cpu"))
+print(hashlib.sha256(b"".join(v.numpy().tobytes() for v in result.best_state.values())).hexdigest())
+"""
+
+
+def test_same_config_same_weights_in_separate_processes():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    hashes = {
+        subprocess.run([sys.executable, "-c", REPRO_SCRIPT, root, n], capture_output=True, text=True, check=True).stdout
+        for n in ("1", "5")
+    }
+    assert len(hashes) == 1, hashes

@@ -27,8 +27,18 @@ def architecture(family: str, params: dict) -> dict:
     return {k: params[k] for k in FAMILY_DEFAULTS[family] if k in params and k not in _DATA_KEYS}
 
 
-def build_model(family: str, in_channels: int, input_size: int, params: dict, channels: list[dict] | None = None) -> nn.Module:
+def build_model(
+    family: str,
+    in_channels: int,
+    input_size: int,
+    params: dict,
+    channels: list[dict] | None = None,
+    seed: int | None = None,
+) -> nn.Module:
     """Instantiate ``family`` for C = ``in_channels`` inputs of ``input_size`` px.
+
+    With ``seed``, the initial weights are a function of the seed alone (the global torch RNG
+    is seeded first), so the same config trains to the same weights in any process.
 
     ``channels`` (name and role per channel) is needed by families that treat channels
     differently (paired inpainting: the protein channel is the target, structure channels the
@@ -42,7 +52,12 @@ def build_model(family: str, in_channels: int, input_size: int, params: dict, ch
         kwargs["skip"] = True
     if family == "paired_inpainting":
         kwargs.update(_inpainting_channels(channels, in_channels))
-    model = getattr(importlib.import_module(f"workflow_scripts.models.{module}"), cls)(in_channels, input_size, **kwargs)
+    builder = getattr(importlib.import_module(f"workflow_scripts.models.{module}"), cls)
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)
+    model = builder(in_channels, input_size, **kwargs)
     # The Snakefile declares outputs from spec.layer_names without importing torch; the two
     # must agree.
     expected = layer_names(family, {**params, **kwargs})

@@ -82,7 +82,7 @@ def main(smk):
     log.info("%s: %d training and %d validation %s", smk.wildcards.model, len(train_source), len(val_source), params["input"])
 
     channels, input_size = arrays.item_shape[0], int(arrays.item_shape[-1])
-    model = build_model(params["family"], channels, input_size, params, list(smk.params.channels))
+    model = build_model(params["family"], channels, input_size, params, list(smk.params.channels), seed=seed)
     settings = TrainSettings(
         epochs=params["epochs"],
         batch_size=params["batch_size"],
