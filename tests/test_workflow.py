@@ -202,7 +202,8 @@ def test_sigkill_during_training_then_rerun_resumes(tmp_path):
     import torch
 
     done = torch.load(checkpoint, weights_only=True)["epoch"]
-    assert 3 <= done < 12
+    # "epoch 3/12" is logged just before epoch 3's checkpoint is written: epoch 2's is there.
+    assert 2 <= done < 12
     assert not (tmp_path / target).exists()
 
     snakemake(tmp_path, "--unlock")

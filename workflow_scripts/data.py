@@ -162,3 +162,13 @@ def pixel_matrix(source: BatchSource, downsample: int = 1, batch_size: int = 512
             x = x[:, :, : h - h % f, : w - w % f].reshape(n, c, h // f, f, w // f, f).mean(axis=(3, 5))
         parts.append(x.reshape(len(x), -1))
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
+
+
+def raw_channel_stats(table, arrays: ShardedArrays) -> dict:
+    """Per-channel statistics (mean, std, min, max, p01, p99) of the raw pixels of the items of
+    ``table``, streamed shard batch by shard batch (``tiles.channel_stats``)."""
+    from workflow_scripts.tiles import channel_stats
+
+    channels = arrays.item_shape[0]
+    identity = Normalizer([0.0] * channels, [1.0] * channels)
+    return channel_stats(source_for(table, arrays, identity).iter_raw())

@@ -7,12 +7,11 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from workflow_scripts.data import Normalizer, open_shards, pixel_matrix, source_for
+from workflow_scripts.data import Normalizer, open_shards, pixel_matrix, raw_channel_stats, source_for
 from workflow_scripts.features import feature_table
 from workflow_scripts.io import write_parquet
 from workflow_scripts.runner import run
 from workflow_scripts.split import split_by_group
-from workflow_scripts.tiles import channel_stats
 
 log = logging.getLogger("pca_features")
 
@@ -20,12 +19,10 @@ log = logging.getLogger("pca_features")
 def main(smk):
     cells = pd.read_parquet(smk.input.cells)
     arrays = open_shards(smk.input.arrays)
-    channels = arrays.item_shape[0]
     seed = int(smk.params.seed)
     # Fitted on the training split only, like the learned models; per-channel z-scores.
     is_val = split_by_group(cells[smk.params.split["by"]].astype(str), smk.params.split["val_fraction"], seed)
-    identity = Normalizer([0.0] * channels, [1.0] * channels)
-    stats = channel_stats(source_for(cells.loc[~is_val], arrays, identity).iter_raw())
+    stats = raw_channel_stats(cells.loc[~is_val], arrays)
     normalizer = Normalizer.from_stats(stats, "gaussian")
     train_pixels = pixel_matrix(source_for(cells.loc[~is_val], arrays, normalizer))
     k = min(int(smk.params.n_components), train_pixels.shape[0] - 1, train_pixels.shape[1])

@@ -10,11 +10,10 @@ import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.data import Normalizer, open_shards, pixel_matrix, source_for
+from workflow_scripts.data import Normalizer, open_shards, pixel_matrix, raw_channel_stats, source_for
 from workflow_scripts.io import atomic_path
 from workflow_scripts.metrics.sampling import stratified_subsample
 from workflow_scripts.runner import run
-from workflow_scripts.tiles import channel_stats
 
 log = logging.getLogger("pixel_space")
 DOWNSAMPLE = 2
@@ -28,9 +27,7 @@ def main(smk):
     index = stratified_subsample(cells[label].astype(str).to_numpy(), int(smk.params.max_cells), int(smk.params.seed))
     subset = cells.iloc[index].reset_index(drop=True)
     arrays = open_shards(smk.input.arrays)
-    channels = arrays.item_shape[0]
-    identity = Normalizer([0.0] * channels, [1.0] * channels)
-    stats = channel_stats(source_for(subset, arrays, identity).iter_raw())
+    stats = raw_channel_stats(subset, arrays)
     pixels = pixel_matrix(source_for(subset, arrays, Normalizer.from_stats(stats, "gaussian")), DOWNSAMPLE)
     log.info("pixel space: %d of %d cells x %d values", len(subset), len(cells), pixels.shape[1])
     with atomic_path(smk.output[0]) as tmp:

@@ -4,20 +4,17 @@ import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.data import Normalizer, open_shards, source_for
+from workflow_scripts.data import open_shards, raw_channel_stats
 from workflow_scripts.io import write_json
 from workflow_scripts.runner import run
 from workflow_scripts.split import split_by_group
-from workflow_scripts.tiles import channel_stats
 
 
 def main(smk):
     table = pd.concat([pd.read_parquet(p) for p in smk.input.tables], ignore_index=True)
     is_val = split_by_group(table[smk.params.split["by"]].astype(str), smk.params.split["val_fraction"], int(smk.params.seed))
     train = table.loc[~is_val]
-    channels = open_shards(smk.input.tiles).item_shape[0]
-    identity = Normalizer([0.0] * channels, [1.0] * channels)
-    stats = channel_stats(source_for(train, open_shards(smk.input.tiles), identity).iter_raw())
+    stats = raw_channel_stats(train, open_shards(smk.input.tiles))
     stats.update(
         {
             "split_by": smk.params.split["by"],

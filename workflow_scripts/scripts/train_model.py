@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workflow_scripts.data import Normalizer, PerCellMinMax, open_shards, source_for
+from workflow_scripts.data import Normalizer, PerCellMinMax, open_shards, raw_channel_stats, source_for
 from workflow_scripts.io import write_csv
 from workflow_scripts.models.registry import architecture, build_model, save_trained
 from workflow_scripts.pairs import PairedSource
 from workflow_scripts.plots import plot_learning_curve, plot_reconstruction_grid
 from workflow_scripts.runner import run
 from workflow_scripts.split import split_by_group
-from workflow_scripts.tiles import channel_stats
 from workflow_scripts.train import TrainSettings, fit, pick_device
 
 log = logging.getLogger("train_model")
@@ -40,7 +39,6 @@ def _sources(params, smk, seed):
         table, arrays = cells, open_shards(smk.input.arrays)
         stats = None
     train, val = _split(table, smk.params.split, seed)
-    channels = arrays.item_shape[0]
     if params["family"] == "paired_inpainting":
         # Pairs within the training (validation) split only; per-cell min-max scaling.
         column = params["pair_within"]
@@ -49,8 +47,7 @@ def _sources(params, smk, seed):
         log.info("pairs within %s: %d unpaired training cells left out", column, train_source.n_unpaired)
         return train_source, val_source, PerCellMinMax(), arrays, train
     if stats is None:
-        identity = Normalizer([0.0] * channels, [1.0] * channels)
-        stats = channel_stats(source_for(train, arrays, identity).iter_raw())
+        stats = raw_channel_stats(train, arrays)
     normalizer = Normalizer.from_stats(stats, params.get("likelihood", "gaussian"))
     return source_for(train, arrays, normalizer), source_for(val, arrays, normalizer), normalizer, arrays, train
 
