@@ -33,7 +33,7 @@ def train_throughput(data: dict) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = {"train_throughput": train_throughput}
+SECTIONS = {"train_throughput": train_throughput, "train_throughput_full": train_throughput}
 
 
 def main():
