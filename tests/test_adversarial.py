@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.sources import ArraySource
 from workflow_scripts.models.adversarial import AdversarialNet, gradient_penalty
 
 NULL = contextlib.nullcontext()
@@ -180,18 +181,6 @@ def test_step_counter_survives_state_dict():
     assert int(loaded["step_count"]) == 3
 
 
-class ArraySource:
-    def __init__(self, x, fail_after=None):
-        self.x, self.fail_after, self.calls = x, fail_after, 0
-
-    def __len__(self):
-        return len(self.x)
-
-    def batch(self, index):
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise KeyboardInterrupt("simulated kill")
-        return self.x[np.asarray(index)]
 
 
 @pytest.mark.parametrize("gan_loss", ["bce", "wgan-gp"])
