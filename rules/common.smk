@@ -1,5 +1,8 @@
 import json
+import re
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -83,6 +86,51 @@ def _check_config(cfg, models):
                 f"models.{name}.depth ({model['depth']}): the input size {size} must be "
                 f"divisible by 2**depth"
             )
+    crops = [n for n, d in cfg["datasets"].items() if d["source"] == "crops"]
+    for name, model in models.items():
+        if model["input"] == "tiles" and crops:
+            problems.append(
+                f"models.{name}: input: tiles needs whole fields, but dataset(s) {crops} are "
+                f"pre-cropped cells (source: crops)"
+            )
+    for name, entry in cfg["datasets"].items():
+        if entry["source"] == "synthetic":
+            continue
+        try:
+            chans = ds_lib.normalize_channels(entry)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"datasets.{name}.channels: {exc}")
+            continue
+        roles = [c["role"] for c in chans]
+        if entry["source"] != "crops" and "nucleus" not in roles:
+            problems.append(
+                f"datasets.{name}.channels: no channel has role: nucleus (needed to segment "
+                f"nuclei); roles given: {roles}"
+            )
+        if entry.get("pattern") and entry.get("fields_table"):
+            problems.append(
+                f"datasets.{name}: give 'pattern' or 'fields_table', not both"
+            )
+        for key in ("pattern",):
+            if entry.get(key):
+                try:
+                    re.compile(entry[key])
+                except re.error as exc:
+                    problems.append(
+                        f"datasets.{name}.{key}: {entry[key]!r} is not a valid regex: {exc}"
+                    )
+        for key in (
+            "path",
+            "metadata",
+            "fields_table",
+            "array",
+            "labels",
+            "manifest",
+            "genes",
+        ):
+            needs_now = key != "path" or entry["source"] in ("local", "crops")
+            if entry.get(key) and needs_now and not Path(entry[key]).exists():
+                problems.append(f"datasets.{name}.{key}: {entry[key]!r} does not exist")
     if problems:
         raise WorkflowError("Invalid configuration:\n  " + "\n  ".join(problems))
 
@@ -98,6 +146,13 @@ def _canonical(value):
     return value
 
 
+# Channel mappings become ordered lists ({key, name, role}) before keys are sorted: the order
+# the user wrote them is the channel order of the arrays.
+for _entry in config["datasets"].values():
+    _chans = ds_lib.normalize_channels(_entry)
+    if _chans is not None:
+        _entry["channels"] = _chans
+
 # Rules receive config sections as params, and Snakemake compares params as written: with
 # canonical key order, re-ordering keys in a config file does not make outputs stale.
 for _key in list(config):
@@ -105,6 +160,8 @@ for _key in list(config):
 
 DATASETS = config["datasets"]
 POOLING = config["features"]["pooling"]
+# Sources that give whole fields of view (segmented here); "crops" gives cells directly.
+FIELD_SOURCES = ("synthetic", "local", "manifest", "hpa", "bbbc")
 
 
 wildcard_constraints:
@@ -114,8 +171,103 @@ wildcard_constraints:
     layer="[A-Za-z0-9][A-Za-z0-9_]*",
 
 
+def datasets_regex(*sources):
+    """Wildcard constraint matching exactly the datasets of these sources (rules that only
+    apply to some sources, e.g. segmentation, which pre-cropped cells skip)."""
+    names = [n for n, e in DATASETS.items() if e["source"] in sources]
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def dataset_root(wildcards):
+    """Folder the image paths of a dataset are relative to (downloads land here)."""
+    entry = DATASETS[wildcards.dataset]
+    return entry.get("path") or f"results/{wildcards.dataset}/raw"
+
+
+def dataset_entry(wildcards):
+    return DATASETS[wildcards.dataset]
+
+
+def listing_fingerprint(wildcards):
+    """Names, sizes and times of a local dataset's files: adding or replacing an image
+    re-indexes it (downloaded datasets are re-indexed when their download reruns)."""
+    entry = DATASETS[wildcards.dataset]
+    if (
+        entry["source"] in ("local", "crops")
+        and entry.get("path")
+        and not entry.get("fields_table")
+    ):
+        from workflow_scripts.sources.local import listing_fingerprint as fingerprint
+
+        return fingerprint(entry["path"], entry.get("pattern"))
+    return ""
+
+
+def index_inputs(wildcards):
+    entry = DATASETS[wildcards.dataset]
+    inputs = {
+        key: entry[key]
+        for key in ("metadata", "fields_table", "array", "labels")
+        if entry.get(key)
+    }
+    if entry["source"] == "manifest":
+        inputs["download"] = f"results/{wildcards.dataset}/acquire/download.json"
+    if entry["source"] in ("hpa", "bbbc"):
+        inputs["fields_table"] = f"results/{wildcards.dataset}/raw/fields.csv"
+    return inputs
+
+
+_INDEX_CACHE = {}
+
+
+def _index_table(dataset, columns=None):
+    """The index of a dataset (after its checkpoint ran), cached per file version."""
+    path = checkpoints.index_dataset.get(dataset=dataset).output.index
+    key = (path, Path(path).stat().st_mtime_ns)
+    if key not in _INDEX_CACHE:
+        _INDEX_CACHE.clear() if len(_INDEX_CACHE) > 8 else None
+        _INDEX_CACHE[key] = pq.read_table(path).to_pandas()
+    return _INDEX_CACHE[key]
+
+
 def shards(dataset):
-    return ds_lib.shard_names(DATASETS[dataset])
+    entry = DATASETS[dataset]
+    if entry["source"] == "synthetic":
+        return ds_lib.shard_names(entry)
+    return sorted(_index_table(dataset)["shard"].unique())
+
+
+def shard_image_files(wildcards):
+    """Image files read by one shard's loading job, so replacing an image reruns that shard."""
+    entry = DATASETS[wildcards.dataset]
+    if entry.get("array"):
+        return [entry["array"]]
+    table = _index_table(wildcards.dataset)
+    rows = table[table["shard"] == wildcards.shard]
+    root = Path(dataset_root(wildcards))
+    files = {
+        str(root / f)
+        for col in table.columns
+        if col.startswith("file_")
+        for f in rows[col]
+    }
+    return sorted(files)
+
+
+def hpa_options(wildcards):
+    entry = DATASETS[wildcards.dataset]
+    keys = ("max_genes", "max_images_per_gene", "base_url", "image_base_url", "yellow")
+    return {k: entry[k] for k in keys if k in entry}
+
+
+def bbbc_options(wildcards):
+    entry = DATASETS[wildcards.dataset]
+    return {
+        "archives": entry["archives"],
+        "image_csv": entry["image_csv"],
+        "moa_csv": entry.get("moa_csv"),
+        "channels": [c["key"] for c in entry["channels"]],
+    }
 
 
 def shard_fields(wildcards):
@@ -278,9 +430,10 @@ def final_outputs():
             f"results/{dataset}/metrics/summary.csv",
             f"results/{dataset}/metrics/summary.png",
             f"results/{dataset}/embeddings/best_layer_umap.png",
-            f"results/{dataset}/qc/segmentation_overlay.png",
             f"results/{dataset}/qc/drops.csv",
         ]
+        if DATASETS[dataset]["source"] != "crops":
+            outputs.append(f"results/{dataset}/qc/segmentation_overlay.png")
         for model in trained_models():
             outputs += expand(
                 "results/{dataset}/models/{model}/{name}",

@@ -11,6 +11,8 @@ rule segment_and_crop:
         "logs/{dataset}/segment_and_crop/{shard}.log",
     benchmark:
         "logs/{dataset}/segment_and_crop/{shard}.bench.tsv"
+    wildcard_constraints:
+        dataset=datasets_regex(*FIELD_SOURCES),
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -19,6 +21,7 @@ rule segment_and_crop:
         runtime=30,
     params:
         nucleus_channel=nucleus_channel,
+        channels=dataset_channels,
         segmentation=segmentation_params,
         crop=config["crop"],
         save_masks=config["segmentation"]["save_masks"],
@@ -40,6 +43,8 @@ rule segmentation_overlay:
         "logs/{dataset}/segmentation_overlay.log",
     benchmark:
         "logs/{dataset}/segmentation_overlay.bench.tsv"
+    wildcard_constraints:
+        dataset=datasets_regex(*FIELD_SOURCES),
     conda:
         "../envs/core.yaml"
     threads: 1

@@ -9,6 +9,8 @@ rule tile_fields:
         "logs/{dataset}/tile_fields/{shard}.log",
     benchmark:
         "logs/{dataset}/tile_fields/{shard}.bench.tsv"
+    wildcard_constraints:
+        dataset=datasets_regex(*FIELD_SOURCES),
     conda:
         "../envs/core.yaml"
     threads: 1

@@ -21,11 +21,54 @@ def shard_name(index: int) -> str:
     return f"s{index:04d}"
 
 
+#: Sources whose fields are listed by the indexing job (a Snakemake checkpoint), not known
+#: from the config alone.
+INDEXED_SOURCES = ("local", "crops", "manifest", "hpa", "bbbc")
+#: Sources that download (their download rules run on the submitting machine: cluster compute
+#: nodes often have no internet).
+DOWNLOAD_SOURCES = ("manifest", "hpa", "bbbc")
+
+#: Channels of the Human Protein Atlas composites (SEEDS.md section 1); yellow (ER) is optional.
+HPA_CHANNELS: tuple[dict, ...] = (
+    {"key": "blue", "name": "nucleus", "role": "nucleus"},
+    {"key": "red", "name": "microtubules", "role": "structure"},
+    {"key": "green", "name": "protein", "role": "protein"},
+)
+HPA_YELLOW = {"key": "yellow", "name": "ER", "role": "other"}
+
+
+def normalize_channels(dataset: dict) -> list[dict] | None:
+    """The ``channels`` of a dataset entry as a list of ``{key, name, role[, plane]}`` in the
+    order the user wrote them (a mapping in YAML; its order is the array order)."""
+    if dataset["source"] == "synthetic":
+        return None
+    given = dataset.get("channels")
+    if given is None:
+        if dataset["source"] == "hpa":
+            chans = [dict(c) for c in HPA_CHANNELS]
+            if dataset.get("yellow"):
+                chans.append(dict(HPA_YELLOW))
+            return chans
+        return None
+    if isinstance(given, list):
+        return [dict(c) for c in given]
+    out = []
+    for key, spec in given.items():
+        spec = dict(spec or {})
+        spec.setdefault("name", str(key))
+        spec.setdefault("role", "other")
+        out.append({"key": str(key), **spec})
+    return out
+
+
 def n_fields(dataset: dict) -> int:
-    """Number of fields of view a dataset entry describes (known before any job runs)."""
+    """Number of fields of view a synthetic dataset describes (known before any job runs)."""
     if dataset["source"] == "synthetic":
         return int(dataset["n_fields"])
-    raise ValueError(f"datasets.*.source: unknown source {dataset['source']!r}")
+    raise ValueError(
+        f"datasets.*.source: {dataset['source']!r} datasets are counted by their index "
+        f"(results/<dataset>/index.parquet), not from the config"
+    )
 
 
 def shard_names(dataset: dict) -> list[str]:
@@ -55,7 +98,10 @@ def channels(dataset: dict) -> list[dict]:
     """Channel names and roles of a dataset, in array order."""
     if dataset["source"] == "synthetic":
         return [dict(c) for c in SYNTHETIC_CHANNELS]
-    raise ValueError(f"datasets.*.source: unknown source {dataset['source']!r}")
+    listed = normalize_channels(dataset)
+    if not listed:
+        raise ValueError(f"datasets.*: a {dataset['source']!r} dataset needs 'channels' (key -> name, role)")
+    return [{"name": c["name"], "role": c["role"]} for c in listed]
 
 
 def channel_index(dataset: dict, role: str) -> int:

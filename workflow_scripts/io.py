@@ -109,3 +109,29 @@ def metadata_columns(table: pd.DataFrame) -> list[str]:
 def feature_columns(table: pd.DataFrame) -> list[str]:
     """The feature columns of a table: everything that is not ``Metadata_*``."""
     return [c for c in table.columns if not c.startswith("Metadata_")]
+
+
+def write_fields(path: str | os.PathLike, images, image_ids, truth_labels=None) -> None:
+    """Write the fields of one shard. Fields of one shape are stacked under ``images``
+    ``(N, C, H, W)``; fields of different shapes (real screens mix them) go one array each,
+    ``image_00000``, ``image_00001``, ... Read back with :func:`read_fields`."""
+    arrays = {"image_ids": np.asarray(image_ids, dtype=str)}
+    if len({tuple(np.shape(im)) for im in images}) <= 1 and len(images):
+        arrays["images"] = np.stack(images) if not isinstance(images, np.ndarray) else images
+    else:
+        arrays.update({f"image_{i:05d}": np.asarray(im) for i, im in enumerate(images)})
+        arrays["n_images"] = np.asarray(len(images))
+    if truth_labels is not None:
+        arrays["truth_labels"] = truth_labels
+    write_npz(path, **arrays)
+
+
+def read_fields(path: str | os.PathLike) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray | None]:
+    """The fields of a shard written by :func:`write_fields`: images (an ``(N, C, H, W)``
+    array or a list of ``(C, H, W)`` arrays) and the ground-truth labels if any."""
+    data = np.load(path, allow_pickle=False)
+    truth = data["truth_labels"] if "truth_labels" in data.files else None
+    if "images" in data.files:
+        return data["images"], truth
+    n = int(data["n_images"]) if "n_images" in data.files else 0
+    return [data[f"image_{i:05d}"] for i in range(n)], truth

@@ -35,3 +35,22 @@ def summary_row(result: dict) -> dict:
         "continuity": result["continuity"].get(k, math.nan),
     }
     return {c: row[c] for c in SUMMARY_COLUMNS}
+
+
+#: Metrics that rank layers, best first: the first with a finite value for some layer is used
+#: (a dataset with one class or one group has no accuracy, but still a trustworthiness).
+RANKING_METRICS = ("logreg_accuracy_grouped", "logreg_accuracy_stratified", "trustworthiness")
+
+RANKING_TITLES = {
+    "logreg_accuracy_grouped": "logistic regression, groups held out",
+    "logreg_accuracy_stratified": "logistic regression, stratified folds",
+    "trustworthiness": "trustworthiness",
+}
+
+
+def ranking_metric(summary) -> str:
+    """The column that ranks the layers of ``summary`` (see :data:`RANKING_METRICS`)."""
+    for column in RANKING_METRICS:
+        if column in summary and summary[column].astype(float).notna().any():
+            return column
+    raise ValueError(f"summary: none of {list(RANKING_METRICS)} has a finite value")

@@ -9,6 +9,7 @@ import pandas as pd
 from workflow_scripts.embedding import embed_2d
 from workflow_scripts.io import feature_columns, write_parquet
 from workflow_scripts.metrics.sampling import stratified_subsample
+from workflow_scripts.metrics.summary import RANKING_TITLES, ranking_metric
 from workflow_scripts.plots import plot_embedding
 from workflow_scripts.runner import run
 
@@ -17,7 +18,8 @@ log = logging.getLogger("embed_best_layer")
 
 def main(smk):
     summary = pd.read_csv(smk.input.summary)
-    best = summary.sort_values("logreg_accuracy_grouped", ascending=False, kind="stable").iloc[0]
+    metric = ranking_metric(summary)
+    best = summary.sort_values(metric, ascending=False, kind="stable").iloc[0]
     path = next(p for p in smk.input.features if p.endswith(f"/features/{best.model}/{best.layer}.parquet"))
     table = pd.read_parquet(path)
     label, group = smk.params.label, smk.params.group_by
@@ -31,7 +33,7 @@ def main(smk):
         coords,
         colour_by,
         smk.output.plot,
-        title=f"UMAP of {best.model}/{best.layer} (grouped accuracy {best.logreg_accuracy_grouped:.3f})",
+        title=f"UMAP of {best.model}/{best.layer} ({RANKING_TITLES[metric]} {best[metric]:.3f})",
     )
     out = table[[c for c in table.columns if c.startswith("Metadata_")]].copy()
     out["UMAP_1"], out["UMAP_2"] = coords[:, 0], coords[:, 1]

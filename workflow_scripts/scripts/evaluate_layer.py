@@ -7,11 +7,23 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.io import feature_columns, write_json
-from workflow_scripts.metrics.classification import logreg_accuracy
+from workflow_scripts.metrics.classification import cv_splits, logreg_accuracy
 from workflow_scripts.metrics.neighbourhood import trustworthiness_continuity
 from workflow_scripts.runner import run
 
 log = logging.getLogger("evaluate_layer")
+
+
+def _classify(features, labels, groups, n_splits, seed):
+    """Cross-validated accuracy, or NaN with the reason when the data cannot be split (one
+    class, one group, a class of one cell: a single-image dataset still gets its other metrics)."""
+    try:
+        cv_splits(labels, groups, n_splits=n_splits, seed=seed)
+    except ValueError as exc:
+        kind = "grouped" if groups is not None else "stratified"
+        log.warning("%s classification skipped: %s", kind, exc)
+        return {"accuracy_mean": float("nan"), "accuracy_sd": float("nan"), "skipped": str(exc)}
+    return logreg_accuracy(features, labels, groups=groups, n_splits=n_splits, seed=seed)
 
 
 def main(smk):
@@ -35,8 +47,8 @@ def main(smk):
     if skipped:
         log.warning("neighbourhood sizes %s skipped: they need more than %d cells", skipped, 2 * max(skipped))
     neighbourhood = trustworthiness_continuity(space["pixels"], features, ks)
-    grouped = logreg_accuracy(features, labels, groups=groups, n_splits=cfg["n_splits"], seed=seed)
-    stratified = logreg_accuracy(features, labels, n_splits=cfg["n_splits"], seed=seed)
+    grouped = _classify(features, labels, groups, cfg["n_splits"], seed)
+    stratified = _classify(features, labels, None, cfg["n_splits"], seed)
     result = {
         "dataset": smk.wildcards.dataset,
         "model": smk.wildcards.model,
@@ -54,7 +66,10 @@ def main(smk):
     }
     log.info(
         "%s/%s: grouped acc %.3f, stratified acc %.3f",
-        smk.wildcards.model, smk.wildcards.layer, grouped["accuracy_mean"], stratified["accuracy_mean"],
+        smk.wildcards.model,
+        smk.wildcards.layer,
+        grouped["accuracy_mean"],
+        stratified["accuracy_mean"],
     )
     write_json(smk.output[0], result)
 

@@ -8,16 +8,14 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.crop import segment_and_crop
-from workflow_scripts.io import atomic_path, write_json, write_npy, write_parquet
+from workflow_scripts.io import atomic_path, read_fields, write_json, write_npy, write_parquet
 from workflow_scripts.runner import run
 
 log = logging.getLogger("segment_and_crop")
 
 
 def main(smk):
-    data = np.load(smk.input.fields)
-    images = data["images"]
-    truth = data["truth_labels"] if "truth_labels" in data.files else None
+    images, truth = read_fields(smk.input.fields)
     fields = pd.read_parquet(smk.input.table)
     objects = pd.read_parquet(smk.input.objects)
     if len(fields) != len(images):
@@ -49,7 +47,7 @@ def main(smk):
         tables.append(table)
         log.info("field %s: %d nuclei, %d crops kept", image_id, labels.max(), len(table))
 
-    channels = images.shape[1]
+    channels = len(smk.params.channels)
     size = int(smk.params.crop["resize_to"] or smk.params.crop["size"])
     crops = np.concatenate(crops) if crops else np.zeros((0, channels, size, size), np.float32)
     cells = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"Metadata_image": []})
@@ -63,9 +61,7 @@ def main(smk):
         cells = cells.merge(objects[truth_cols], on=["Metadata_image", "truth_label"], how="left")
     cells["Metadata_shard"] = smk.wildcards.shard
     cells["Metadata_row"] = np.arange(len(cells), dtype=np.int64)
-    cells["Metadata_cell"] = [
-        f"{img}-{int(lab)}" for img, lab in zip(cells["Metadata_image"], cells["Metadata_label"])
-    ]
+    cells["Metadata_cell"] = [f"{img}-{int(lab)}" for img, lab in zip(cells["Metadata_image"], cells["Metadata_label"])]
     meta = [c for c in cells.columns if c.startswith("Metadata_")]
     cells = cells[meta + [c for c in cells.columns if c not in meta]]
 

@@ -3,15 +3,16 @@
 import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import numpy as np
 
+from workflow_scripts.io import read_fields
 from workflow_scripts.plots import plot_segmentation_overlays
 from workflow_scripts.runner import run
 from workflow_scripts.segment import segment_nuclei
 
 
 def main(smk):
-    data = np.load(smk.input.fields)
-    images = data["images"][: int(smk.params.n_fields)]
-    names = [str(n) for n in data["image_ids"][: len(images)]]
+    images, _ = read_fields(smk.input.fields)
+    images = images[: int(smk.params.n_fields)]
+    names = [str(n) for n in np.load(smk.input.fields)["image_ids"][: len(images)]]
     labels = [segment_nuclei(img[int(smk.params.nucleus_channel)], **smk.params.segmentation) for img in images]
     plot_segmentation_overlays(
         list(images), labels, names, smk.output[0], channel_names=[c["name"] for c in smk.params.channels]

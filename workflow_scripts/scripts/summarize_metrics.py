@@ -6,7 +6,7 @@ import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import pandas as pd
 
 from workflow_scripts.io import write_csv
-from workflow_scripts.metrics.summary import summary_row
+from workflow_scripts.metrics.summary import RANKING_TITLES, ranking_metric, summary_row
 from workflow_scripts.plots import plot_metric_bars
 from workflow_scripts.runner import run
 
@@ -15,12 +15,8 @@ def main(smk):
     rows = [summary_row(json.load(open(path))) for path in smk.input]
     summary = pd.DataFrame(rows)
     write_csv(smk.output.table, summary)
-    plot_metric_bars(
-        summary,
-        "logreg_accuracy_grouped",
-        smk.output.plot,
-        title=f"{smk.wildcards.dataset}: logistic regression, groups held out",
-    )
+    metric = ranking_metric(summary)
+    plot_metric_bars(summary, metric, smk.output.plot, title=f"{smk.wildcards.dataset}: {RANKING_TITLES[metric]}")
 
 
 run(snakemake, main)  # noqa: F821

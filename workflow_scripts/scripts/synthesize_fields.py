@@ -3,7 +3,7 @@
 import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import numpy as np
 
-from workflow_scripts.io import write_npz, write_parquet
+from workflow_scripts.io import write_fields, write_parquet
 from workflow_scripts.runner import run
 from workflow_scripts.sources.synthetic import generate_shard
 
@@ -12,11 +12,11 @@ def main(smk):
     shard = generate_shard(int(smk.params.seed), list(smk.params.indices), **smk.params.options)
     fields = shard["fields"].copy()
     fields.insert(0, "Metadata_dataset", smk.wildcards.dataset)
-    write_npz(
+    write_fields(
         smk.output.fields,
-        images=shard["images"],
+        shard["images"],
+        np.asarray(fields["Metadata_image"], dtype=str),
         truth_labels=shard["truth_labels"],
-        image_ids=np.asarray(fields["Metadata_image"], dtype=str),
     )
     write_parquet(smk.output.table, fields)
     write_parquet(smk.output.objects, shard["objects"])

@@ -4,13 +4,13 @@ import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.io import write_npy, write_parquet
+from workflow_scripts.io import read_fields, write_npy, write_parquet
 from workflow_scripts.runner import run
 from workflow_scripts.tiles import tile_image
 
 
 def main(smk):
-    images = np.load(smk.input.fields)["images"]
+    images, _ = read_fields(smk.input.fields)
     fields = pd.read_parquet(smk.input.table)
     size, overlap = int(smk.params.tiling["size"]), int(smk.params.tiling["overlap"])
     tiles, rows = [], []

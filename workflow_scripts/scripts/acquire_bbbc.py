@@ -1,0 +1,26 @@
+"""Rule acquire_bbbc: BBBC-style zip archives + metadata CSVs -> extracted fields + raw/fields.csv."""
+
+import _bootstrap  # noqa: F401  (puts the package on sys.path)
+
+from workflow_scripts.runner import run
+from workflow_scripts.sources.bbbc import acquire_bbbc
+
+
+def main(smk):
+    opts = dict(smk.params.options)
+    dl = dict(smk.params.download)
+    # fields.csv is written last, only once every download and extraction succeeded.
+    acquire_bbbc(
+        smk.params.root,
+        archives=list(opts["archives"]),
+        image_csv=list(opts["image_csv"]),
+        moa_csv=opts.get("moa_csv"),
+        channels={key: key for key in opts["channels"]},
+        workers=int(dl["workers"]),
+        retries=int(dl["retries"]),
+        backoff=float(dl["backoff"]),
+        timeout=float(dl["timeout"]),
+    )
+
+
+run(snakemake, main)  # noqa: F821

@@ -1,0 +1,438 @@
+"""Fields of view from files on disk: list them, join their metadata, read their channels.
+
+Three layouts, one code path. A dataset's files are matched against a regular expression on
+their path relative to the dataset folder (posix ``/``), so folder names are regex groups too:
+
+* one file per field holding every channel: a multi-page / multi-channel TIFF (OME-TIFF
+  included) or an RGB composite (PNG, JPEG, TIFF); the channel keys of the config pick planes
+  (``0``, ``1``, ... or ``red``, ``green``, ``blue``);
+* one file per channel per field: the pattern has a ``channel`` group whose values are the
+  channel keys (``(?P<image>.+)_w(?P<channel>\\d)\\.tif`` for BBBC021 names,
+  ``(?P<image>r\\d+c\\d+f\\d+p\\d+)-ch(?P<channel>\\d+)sk.*\\.tiff`` for Cell Painting names);
+* a field table (CSV): one row per field, a column ``image`` and ``file_<key>`` per channel
+  (the format the HPA and BBBC acquisitions write; also a simple way to hand-pick fields).
+
+Named groups other than ``image`` and ``channel`` become ``Metadata_<name>`` columns; a
+metadata CSV is joined on the field; ``class``/``group`` name the columns that become
+``Metadata_class`` (the label) and ``Metadata_group`` (the unit held out in evaluation).
+
+The index (one row per field) is computed by :func:`index_fields` in one job, and each shard's
+fields are read by :func:`read_field`, so a dataset of 100,000 fields is listed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "COLOUR_PLANES",
+    "field_index",
+    "index_fields",
+    "list_matches",
+    "listing_fingerprint",
+    "read_channels",
+    "read_field",
+    "read_planes",
+    "sanitize_id",
+]
+
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+COLOUR_PLANES = {"red": 0, "green": 1, "blue": 2}
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_RESERVED_GROUPS = {"image", "channel", "cell"}
+
+
+def sanitize_id(value: str) -> str:
+    """A field or cell id safe in file names and tables: runs of other characters -> ``_``."""
+    cleaned = _SAFE.sub("_", str(value)).strip("_.")
+    return cleaned or "_"
+
+
+def compile_pattern(pattern: str | None, key: str = "pattern") -> re.Pattern | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{key}: {pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def _walk(root: Path) -> Iterable[str]:
+    """Relative posix paths of the files under ``root``, sorted, hidden files skipped."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root)
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            yield (rel_dir / name).as_posix()
+
+
+def list_matches(root: str | os.PathLike, pattern: str | None) -> list[tuple[str, dict]]:
+    """Files under ``root`` whose relative path matches ``pattern`` in full, with their groups.
+
+    Without a pattern every image file (:data:`IMAGE_EXTENSIONS`) matches. Raises ValueError
+    naming the folder when it does not exist.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"dataset path {str(root)!r} does not exist or is not a folder")
+    regex = compile_pattern(pattern)
+    matches = []
+    for rel in _walk(root):
+        if regex is None:
+            if rel.lower().endswith(IMAGE_EXTENSIONS):
+                matches.append((rel, {}))
+            continue
+        m = regex.fullmatch(rel)
+        if m:
+            matches.append((rel, {k: v for k, v in m.groupdict().items() if v is not None}))
+    return matches
+
+
+def listing_fingerprint(root: str | os.PathLike, pattern: str | None) -> str:
+    """A short hash of the matching files' names, sizes and modification times.
+
+    Given to the indexing rule as a parameter, so adding, removing or replacing an image makes
+    Snakemake re-index the dataset (a folder's own timestamp does not say that).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return "missing"
+    digest = hashlib.sha256()
+    for rel, _ in list_matches(root, pattern):
+        st = (root / rel).stat()
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _metadata_name(name: str) -> str:
+    return name if name.startswith("Metadata_") else f"Metadata_{name}"
+
+
+def _channel_keys(channels: Sequence[dict]) -> list[str]:
+    return [str(c["key"]) for c in channels]
+
+
+def _fields_from_matches(matches, channels, root) -> pd.DataFrame:
+    keys = _channel_keys(channels)
+    per_channel = any("channel" in groups for _, groups in matches)
+    fields: dict[str, dict] = {}
+    for rel, groups in matches:
+        image = groups.get("image")
+        if image is None:
+            if per_channel:
+                raise ValueError(
+                    f"pattern: it has a 'channel' group but no 'image' group, so the channel files "
+                    f"of one field cannot be grouped (file {rel!r})"
+                )
+            image = rel.rsplit(".", 1)[0]
+        row = fields.setdefault(image, {"image": image, "files": {}, "meta": {}})
+        for name, value in groups.items():
+            if name in _RESERVED_GROUPS:
+                continue
+            old = row["meta"].setdefault(name, value)
+            if old != value:
+                raise ValueError(
+                    f"field {image!r}: regex group {name!r} is {old!r} in one file and {value!r} in "
+                    f"{rel!r}; a field's files must agree on their metadata"
+                )
+        if per_channel:
+            key = groups.get("channel")
+            if key is None:
+                raise ValueError(f"file {rel!r} matched the pattern without a 'channel' value")
+            if key not in keys:
+                continue  # a channel the config does not use (e.g. BBBC021 _w3)
+            if key in row["files"]:
+                raise ValueError(f"field {image!r}: two files for channel {key!r}: {row['files'][key]!r} and {rel!r}")
+            row["files"][key] = rel
+        else:
+            if row["files"]:
+                raise ValueError(
+                    f"field {image!r}: two files {row['files'][keys[0]]!r} and {rel!r}; with one file "
+                    f"per field the pattern's 'image' group must be unique (add a 'channel' group "
+                    f"for one file per channel)"
+                )
+            row["files"] = {k: rel for k in keys}
+    rows = []
+    for image, row in fields.items():
+        missing = [k for k in keys if k not in row["files"]]
+        if missing:
+            found = sorted(row["files"].values())
+            raise ValueError(
+                f"field {image!r} in {str(root)!r}: no file for channel(s) {missing} (found {found}); "
+                f"expected one file per channel key {keys}"
+            )
+        entry = {"image": image, **{f"file_{k}": row["files"][k] for k in keys}}
+        entry.update({_metadata_name(n): v for n, v in row["meta"].items()})
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def _fields_from_table(path: Path, channels) -> pd.DataFrame:
+    if not path.exists():
+        raise ValueError(f"fields_table: {str(path)!r} does not exist")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    keys = _channel_keys(channels)
+    needed = ["image"] + [f"file_{k}" for k in keys]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; a field table needs 'image' and 'file_<key>' for "
+            f"every channel key {keys} (has {list(table.columns)})"
+        )
+    blank = table[needed].isna().any(axis=1)
+    if blank.any():
+        row = int(np.flatnonzero(blank.to_numpy())[0]) + 2
+        raise ValueError(f"{path}: row {row} has an empty 'image' or 'file_<key>' value")
+    keep = needed + [c for c in table.columns if c not in needed and not c.startswith("file_")]
+    table = table[keep].rename(columns={c: _metadata_name(c) for c in keep if c not in needed})
+    return table
+
+
+def _join_metadata(fields: pd.DataFrame, path: Path, on: str) -> pd.DataFrame:
+    if not path.exists():
+        raise ValueError(f"metadata: {str(path)!r} does not exist")
+    meta = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    if on not in meta.columns:
+        raise ValueError(f"{path}: no column {on!r} to join on (metadata_on); columns: {list(meta.columns)}")
+    if meta[on].duplicated().any():
+        dup = meta.loc[meta[on].duplicated(), on].iloc[0]
+        raise ValueError(f"{path}: {on!r} value {dup!r} appears more than once; one row per field expected")
+    meta = meta.rename(columns={c: _metadata_name(c) for c in meta.columns if c != on})
+    overlap = [c for c in meta.columns if c in fields.columns and c != on]
+    fields = fields.drop(columns=overlap)  # the CSV wins over regex groups of the same name
+    key = fields["image"].astype(str)
+    missing = sorted(set(key) - set(meta[on].astype(str)))
+    if missing:
+        raise ValueError(
+            f"{path}: no row for {len(missing)} field(s), e.g. {missing[:5]}; every field's 'image' id "
+            f"must appear in column {on!r}"
+        )
+    merged = fields.merge(meta.rename(columns={on: "image"}), on="image", how="left", validate="one_to_one")
+    return merged
+
+
+def _coerce(series: pd.Series) -> pd.Series:
+    """Numbers stay numbers (a continuous value, a concentration); the rest stay strings."""
+    numeric = pd.to_numeric(series, errors="coerce")
+    if numeric.notna().sum() == series.notna().sum() and series.notna().any():
+        return numeric
+    return series
+
+
+def index_fields(
+    dataset: str,
+    entry: dict,
+    root: str | os.PathLike,
+    *,
+    fields_table: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """The field index of a dataset: one row per field, sorted by id, with its shard.
+
+    Columns: ``Metadata_dataset``, ``Metadata_image``, ``Metadata_class`` / ``Metadata_group``
+    (from ``entry['class']`` / ``entry['group']``, group defaulting to the field), other
+    ``Metadata_*`` columns, ``file_<key>`` per channel (relative to ``root``) and ``shard``.
+    """
+    root = Path(root)
+    channels = entry["channels"]
+    if fields_table is not None:
+        fields = _fields_from_table(Path(fields_table), channels)
+    else:
+        matches = list_matches(root, entry.get("pattern"))
+        if not matches:
+            raise ValueError(
+                f"dataset {dataset!r}: no file under {str(root)!r} matches pattern "
+                f"{entry.get('pattern')!r} (matched against paths relative to that folder)"
+            )
+        fields = _fields_from_matches(matches, channels, root)
+    if entry.get("metadata"):
+        fields = _join_metadata(fields, Path(entry["metadata"]), entry.get("metadata_on", "image"))
+
+    ids = fields["image"].map(sanitize_id)
+    clash = ids[ids.duplicated()]
+    if len(clash):
+        raise ValueError(
+            f"dataset {dataset!r}: field ids {sorted(fields.loc[ids == clash.iloc[0], 'image'])} become "
+            f"the same id {clash.iloc[0]!r} once made file-name safe; rename them or change 'pattern'"
+        )
+    fields = fields.drop(columns="image")
+    fields.insert(0, "Metadata_image", ids)
+    fields.insert(0, "Metadata_dataset", dataset)
+    for role in ("class", "group"):
+        source = entry.get(role)
+        target = f"Metadata_{role}"
+        if source:
+            column = _metadata_name(source) if source != "image" else "Metadata_image"
+            if column not in fields.columns:
+                available = [c[len("Metadata_") :] for c in fields.columns if c.startswith("Metadata_")]
+                raise ValueError(
+                    f"datasets.{dataset}.{role}: {source!r} is not a metadata field of this dataset; "
+                    f"available: {available}"
+                )
+            fields[target] = fields[column]
+    if "Metadata_group" not in fields.columns:
+        fields["Metadata_group"] = fields["Metadata_image"]
+    for column in fields.columns:
+        if column.startswith("Metadata_") and column not in ("Metadata_image", "Metadata_dataset"):
+            fields[column] = _coerce(fields[column])
+    if "Metadata_class" in fields.columns and fields["Metadata_class"].isna().any():
+        # e.g. BBBC021 controls (DMSO) when the class is the mechanism of action: a field
+        # without a label cannot be scored, so it is left out, and said so.
+        unlabelled = fields.loc[fields["Metadata_class"].isna(), "Metadata_image"]
+        log.warning(
+            "dataset %s: %d field(s) have no class value and are left out (e.g. %s)",
+            dataset,
+            len(unlabelled),
+            list(unlabelled[:5]),
+        )
+        fields = fields[fields["Metadata_class"].notna()].copy()
+        if fields.empty:
+            raise ValueError(f"dataset {dataset!r}: no field has a class value")
+        fields.attrs["unlabelled_fields"] = int(len(unlabelled))
+    for role in ("Metadata_class", "Metadata_group"):
+        if role in fields.columns:
+            fields[role] = fields[role].astype(str)
+
+    fields = fields.sort_values("Metadata_image", kind="stable").reset_index(drop=True)
+    size = int(entry["shard_size"])
+    fields["shard"] = [f"s{i // size:04d}" for i in range(len(fields))]
+    meta = [c for c in fields.columns if c.startswith("Metadata_")]
+    return fields[meta + [c for c in fields.columns if c not in meta]]
+
+
+def field_index(path: str | os.PathLike) -> pd.DataFrame:
+    """Read an index written by the indexing rule."""
+    return pd.read_parquet(path)
+
+
+# --- reading pixels -------------------------------------------------------------------------
+
+
+def read_planes(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
+    """An image file as planes ``(P, H, W)`` and whether the planes are colour samples (RGB).
+
+    TIFF (OME-TIFF included) through tifffile: every axis but Y and X is flattened into planes,
+    in stored order. Other formats through Pillow: greyscale -> one plane, RGB(A) -> three
+    (alpha dropped), palette images converted to RGB.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            array = series.asarray()
+            axes = series.axes
+        if "Y" not in axes or "X" not in axes:
+            raise ValueError(f"{path}: TIFF axes {axes!r} have no Y and X")
+        colour = "S" in axes and array.shape[axes.index("S")] in (3, 4)
+        if colour:  # samples (RGB, contiguous or planar) first, alpha dropped
+            array = np.moveaxis(array, axes.index("S"), 0)[:3]
+            axes = "S" + axes.replace("S", "")
+        order = [i for i, a in enumerate(axes) if a not in "YX"] + [axes.index("Y"), axes.index("X")]
+        array = np.transpose(array, order)
+        return array.reshape((-1, *array.shape[-2:])), colour
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        array = np.asarray(img)
+    if array.ndim == 2:
+        return array[None], False
+    return np.moveaxis(array[..., :3], -1, 0), True
+
+
+def _plane(planes: np.ndarray, colour: bool, channel: dict, shared: bool, path) -> np.ndarray:
+    key = str(channel["key"])
+    plane = channel.get("plane")
+    if plane is None and shared:
+        plane = key
+    if plane is None:
+        if len(planes) == 1:
+            return planes[0]
+        if colour:  # a single channel stored as colour (grey or one hue): max over R, G, B
+            return planes.max(axis=0)
+        raise ValueError(
+            f"{path}: {len(planes)} planes for the single channel {key!r}; set channels.{key}.plane "
+            f"to the plane index to use"
+        )
+    if isinstance(plane, str) and plane.lower() in COLOUR_PLANES:
+        if not colour:
+            raise ValueError(f"{path}: channel {key!r} asks for the {plane} plane of a file that is not RGB")
+        return planes[COLOUR_PLANES[plane.lower()]]
+    try:
+        index = int(plane)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{path}: cannot tell which plane is channel {key!r}: use a plane index (0, 1, ...) or "
+            f"red/green/blue as the key or as channels.{key}.plane"
+        ) from None
+    if not 0 <= index < len(planes):
+        raise ValueError(f"{path}: channel {key!r} asks for plane {index} but the file has {len(planes)} plane(s)")
+    return planes[index]
+
+
+def read_channels(files: dict[str, str], channels: Sequence[dict], root) -> np.ndarray:
+    """One field as ``(C, H, W)`` in the channel order of the config.
+
+    ``files`` maps channel key -> path relative to ``root``; a file shared by several channels
+    is read once. Integer images keep their dtype (so saturation is judged against it); float
+    images become float32; mixed integer depths are promoted.
+    """
+    root = Path(root)
+    cache: dict[str, tuple[np.ndarray, bool]] = {}
+    counts: dict[str, int] = {}
+    for channel in channels:
+        rel = files[str(channel["key"])]
+        counts[rel] = counts.get(rel, 0) + 1
+    out, shapes = [], []
+    for channel in channels:
+        rel = files[str(channel["key"])]
+        path = root / rel
+        if rel not in cache:
+            try:
+                cache[rel] = read_planes(path)
+            except FileNotFoundError:
+                raise ValueError(f"{path}: file not found (listed for channel {channel['key']!r})") from None
+            except ValueError:
+                raise
+            except Exception as exc:  # a decoder's own error: say which file
+                raise ValueError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+        planes, colour = cache[rel]
+        plane = _plane(planes, colour, channel, counts[rel] > 1, path)
+        out.append(plane)
+        shapes.append((str(channel["key"]), rel, plane.shape))
+    if len({s[2] for s in shapes}) > 1:
+        desc = ", ".join(f"{k}: {r} {s}" for k, r, s in shapes)
+        raise ValueError(f"channel images of one field differ in shape: {desc}")
+    dtype = np.result_type(*[p.dtype for p in out])
+    if dtype.kind != "u" or dtype.itemsize > 2:  # float, signed or 32-bit: float32
+        dtype = np.dtype(np.float32)
+    return np.stack([p.astype(dtype, copy=False) for p in out])
+
+
+def read_field(row: pd.Series, channels: Sequence[dict], root) -> np.ndarray:
+    """The pixels of one index row (see :func:`index_fields`)."""
+    files = {str(c["key"]): row[f"file_{c['key']}"] for c in channels}
+    return read_channels(files, channels, root)
+
+
+def describe(entry: dict) -> str:
+    """One line for logs: the source options that shape the index."""
+    keys = ("pattern", "fields_table", "metadata", "metadata_on", "class", "group", "shard_size")
+    return json.dumps({k: entry.get(k) for k in keys if entry.get(k) is not None})
