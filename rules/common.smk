@@ -86,14 +86,16 @@ def _check_config(cfg, models):
                 f"models.{name}.depth ({model['depth']}): the input size {size} must be "
                 f"divisible by 2**depth"
             )
-    crops = [n for n, d in cfg["datasets"].items() if d["source"] == "crops"]
+    wanted = cfg.get("run_datasets") or list(cfg["datasets"])
+    run = {n: d for n, d in cfg["datasets"].items() if n in wanted}
+    crops = [n for n, d in run.items() if d["source"] == "crops"]
     for name, model in models.items():
         if model["input"] == "tiles" and crops:
             problems.append(
                 f"models.{name}: input: tiles needs whole fields, but dataset(s) {crops} are "
                 f"pre-cropped cells (source: crops)"
             )
-    for name, entry in cfg["datasets"].items():
+    for name, entry in run.items():
         if entry["source"] == "synthetic":
             continue
         try:
@@ -158,7 +160,14 @@ for _entry in config["datasets"].values():
 for _key in list(config):
     config[_key] = _canonical(config[_key])
 
-DATASETS = config["datasets"]
+_wanted = config.get("run_datasets") or list(config["datasets"])
+_unknown = [d for d in _wanted if d not in config["datasets"]]
+if _unknown:
+    raise WorkflowError(
+        f"Invalid configuration: run_datasets names {_unknown}, which are not in datasets "
+        f"({list(config['datasets'])})"
+    )
+DATASETS = {name: config["datasets"][name] for name in _wanted}
 POOLING = config["features"]["pooling"]
 # Sources that give whole fields of view (segmented here); "crops" gives cells directly.
 FIELD_SOURCES = ("synthetic", "local", "manifest", "hpa", "bbbc")
