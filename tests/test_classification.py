@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pytest
 
-from workflow_scripts.metrics.classification import cv_splits, logreg_accuracy
+from workflow_scripts.metrics.classification import cv_splits, knn_accuracy, logreg_accuracy, mlp_accuracy
 from workflow_scripts.metrics.sampling import stratified_subsample
 
 
@@ -51,7 +51,12 @@ def test_noise_labels_score_at_chance():
 def test_string_labels():
     features, labels = _blobs(n_classes=2)
     names = np.array(["mitotic", "interphase"])[labels]
-    assert logreg_accuracy(features, names) == logreg_accuracy(features, labels)
+    by_name, by_index = logreg_accuracy(features, names), logreg_accuracy(features, labels)
+    # Classes are reported sorted, so "interphase" (1) comes before "mitotic" (0).
+    assert by_name.pop("classes") == ["interphase", "mitotic"]
+    assert by_index.pop("classes") == [0, 1]
+    np.testing.assert_array_equal(by_name.pop("confusion"), np.array(by_index.pop("confusion"))[::-1, ::-1])
+    assert by_name == by_index
 
 
 def test_grouped_cv_removes_the_batch_effect():
@@ -178,9 +183,7 @@ def test_subsample_deterministic(imbalanced):
 
 
 def test_subsample_all_when_small(imbalanced):
-    np.testing.assert_array_equal(
-        stratified_subsample(imbalanced, len(imbalanced), seed=0), np.arange(len(imbalanced))
-    )
+    np.testing.assert_array_equal(stratified_subsample(imbalanced, len(imbalanced), seed=0), np.arange(len(imbalanced)))
     np.testing.assert_array_equal(stratified_subsample(np.array([]), 5, seed=0), [])
 
 
@@ -197,3 +200,186 @@ def test_subsample_all_when_small(imbalanced):
 def test_subsample_invalid_arguments(args, name):
     with pytest.raises(ValueError, match=name):
         stratified_subsample(*args)
+
+
+# --- macro-F1 and confusion (all probes) ------------------------------------------------------
+
+
+def test_logreg_matches_a_manual_loop_over_the_same_splits():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import confusion_matrix, f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = _blobs(sep=1.0, seed=2)  # overlapping: some errors
+    result = logreg_accuracy(features, labels, seed=4)
+    accuracies, f1s, confusion = [], [], np.zeros((3, 3), int)
+    for train, test in cv_splits(labels, seed=4):
+        model = make_pipeline(StandardScaler(), LogisticRegression(solver="newton-cholesky", max_iter=1000))
+        predicted = model.fit(features[train], labels[train]).predict(features[test])
+        accuracies.append(np.mean(predicted == labels[test]))
+        f1s.append(f1_score(labels[test], predicted, average="macro"))
+        confusion += confusion_matrix(labels[test], predicted, labels=[0, 1, 2])
+    np.testing.assert_allclose(result["fold_accuracies"], accuracies)
+    np.testing.assert_allclose(result["fold_f1_macro"], f1s)
+    assert result["f1_macro_mean"] == pytest.approx(np.mean(f1s))
+    assert result["f1_macro_sd"] == pytest.approx(np.std(f1s, ddof=1))
+    assert result["confusion"] == confusion.tolist()
+    assert 0.5 < result["accuracy_mean"] < 0.99  # the toy does have errors
+    assert result["classes"] == [0, 1, 2]
+
+
+@pytest.mark.usefixtures("torch_one_thread")  # tiny MLPs: 2 threads only thrash
+@pytest.mark.parametrize("probe", ["logreg", "mlp", "knn"])
+def test_separable_classes_perfect_accuracy_f1_and_diagonal_confusion(probe):
+    features, labels = _blobs(sep=8.0)
+    names = np.array(["G1", "S", "M"])[labels]
+    if probe == "logreg":
+        result = logreg_accuracy(features, names)
+    elif probe == "mlp":
+        result = mlp_accuracy(features, names, epochs=50)
+    else:
+        full = knn_accuracy(features, names, ks=(1, 5))
+        assert full["classes"] == ["G1", "M", "S"]
+        result = full["by_k"][5]
+    assert result["accuracy_mean"] > 0.99
+    assert result["f1_macro_mean"] > 0.99
+    confusion = np.array(result["confusion"])
+    assert confusion.sum() == len(labels)
+    np.testing.assert_array_equal(np.diag(confusion), [60, 60, 60])
+
+
+@pytest.mark.usefixtures("torch_one_thread")  # tiny MLPs: 2 threads only thrash
+@pytest.mark.parametrize("probe", ["logreg", "mlp", "knn"])
+def test_confusion_of_single_class_training_folds(probe):
+    # Two groups, one class each: every test cell is predicted as the other class.
+    features, labels = _blobs(n_classes=2, n_per_class=20)
+    labels = np.where(np.arange(40) < 15, labels, 1 - labels)  # 35 and 5 cells: a lopsided matrix
+    groups = labels.astype(str)
+    if probe == "logreg":
+        result = logreg_accuracy(features, labels, groups=groups)
+    elif probe == "mlp":
+        result = mlp_accuracy(features, labels, groups, epochs=5)
+    else:
+        result = knn_accuracy(features, labels, groups, ks=(1,))["by_k"][1]
+    counts = np.bincount(labels)
+    assert result["confusion"] == [[0, counts[0]], [counts[1], 0]]
+    assert result["fold_accuracies"] == [0.0, 0.0]
+    assert result["fold_f1_macro"] == [0.0, 0.0]
+
+
+# --- mlp_accuracy ----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("torch_one_thread")  # tiny MLPs: 2 threads only thrash
+def test_mlp_grouped_cv_removes_the_batch_effect():
+    # 60 groups: with few groups the grouped accuracy varies a lot around chance (its
+    # effective sample size is the number of groups; logreg gives 0.28..0.79 over seeds at 20).
+    features, labels, groups = _batch_effect(n_groups=60)
+    stratified = mlp_accuracy(features, labels, epochs=20)
+    grouped = mlp_accuracy(features, labels, groups, epochs=20)
+    assert stratified["cv"] == "stratified" and grouped["cv"] == "grouped"
+    assert stratified["accuracy_mean"] > 0.95
+    assert abs(grouped["accuracy_mean"] - 0.5) < 0.2
+
+
+@pytest.mark.usefixtures("torch_one_thread")  # tiny MLPs: 2 threads only thrash
+def test_mlp_class_weights_recover_the_rare_class():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(950, int), np.ones(50, int)]
+    features = rng.normal(size=(1000, 2)) + 1.5 * labels[:, None]  # overlapping classes
+    balanced = np.array(mlp_accuracy(features, labels, epochs=30, seed=1)["confusion"])
+    plain = np.array(mlp_accuracy(features, labels, epochs=30, seed=1, class_weight=None)["confusion"])
+    recall = lambda c: c[1, 1] / c[1].sum()  # noqa: E731
+    assert recall(balanced) > recall(plain) + 0.3
+    assert recall(balanced) > 0.6
+
+
+@pytest.mark.usefixtures("torch_one_thread")  # tiny MLPs: 2 threads only thrash
+def test_mlp_deterministic_for_a_seed():
+    features, labels = _blobs(sep=1.0, seed=3)
+    a = mlp_accuracy(features, labels, epochs=10, seed=2)
+    assert a == mlp_accuracy(features, labels, epochs=10, seed=2)
+    assert a["fold_f1_macro"] != mlp_accuracy(features, labels, epochs=10, seed=3)["fold_f1_macro"]
+    assert set(a) == {
+        "accuracy_mean",
+        "accuracy_sd",
+        "fold_accuracies",
+        "f1_macro_mean",
+        "f1_macro_sd",
+        "fold_f1_macro",
+        "confusion",
+        "classes",
+        "n_splits",
+        "cv",
+    }
+
+
+# --- knn_accuracy ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_knn_equals_sklearn_within_the_same_splits(metric, grouped):
+    from sklearn.metrics import confusion_matrix
+    from sklearn.neighbors import KNeighborsClassifier
+
+    features, labels = _blobs(n_per_class=50, sep=0.7, dim=6, seed=5)  # much overlap: ties in votes
+    groups = np.arange(len(labels)) % 12 if grouped else None
+    ks = (1, 4, 5, 10)
+    result = knn_accuracy(features, labels, groups, ks=ks, metric=metric, seed=3)
+    assert result["cv"] == ("grouped" if grouped else "stratified")
+    splits = cv_splits(labels, groups, seed=3)
+    for k in ks:
+        accuracies, confusion = [], np.zeros((3, 3), int)
+        for train, test in splits:
+            if groups is not None:
+                assert not set(groups[train]) & set(groups[test])
+            model = KNeighborsClassifier(n_neighbors=k, metric=metric).fit(features[train], labels[train])
+            predicted = model.predict(features[test])
+            accuracies.append(np.mean(predicted == labels[test]))
+            confusion += confusion_matrix(labels[test], predicted, labels=[0, 1, 2])
+        np.testing.assert_allclose(result["by_k"][k]["fold_accuracies"], accuracies)
+        assert result["by_k"][k]["confusion"] == confusion.tolist()
+    assert result["ks"] == list(ks) and result["metric"] == metric
+
+
+def test_knn_standardize_uses_training_statistics():
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = _blobs(n_per_class=40, sep=1.0, seed=6)
+    features[:, 0] *= 100  # one dominating feature
+    result = knn_accuracy(features, labels, ks=(3,), metric="euclidean", standardize=True)
+    expected = []
+    for train, test in cv_splits(labels):
+        model = make_pipeline(StandardScaler(), KNeighborsClassifier(3)).fit(features[train], labels[train])
+        expected.append(np.mean(model.predict(features[test]) == labels[test]))
+    np.testing.assert_allclose(result["by_k"][3]["fold_accuracies"], expected)
+
+
+@pytest.mark.parametrize(
+    ("probe", "kwargs", "name"),
+    [
+        ("mlp", {"features": np.zeros(180)}, "features"),
+        ("mlp", {"hidden": 0}, "hidden"),
+        ("mlp", {"epochs": 1.5}, "epochs"),
+        ("mlp", {"lr": 0.0}, "lr"),
+        ("mlp", {"weight_decay": -1.0}, "weight_decay"),
+        ("mlp", {"class_weight": "auto"}, "class_weight"),
+        ("mlp", {"n_splits": 1}, "n_splits"),
+        ("knn", {"features": np.full((180, 8), np.inf)}, "features"),
+        ("knn", {"ks": ()}, "ks"),
+        ("knn", {"ks": (0, 1)}, "ks"),
+        ("knn", {"ks": (5, 5)}, "ks"),
+        ("knn", {"ks": (200,)}, "ks"),
+        ("knn", {"labels": np.zeros(179)}, "labels"),
+        ("knn", {"groups": np.zeros(180)}, "groups"),
+    ],
+)
+def test_new_probes_invalid_arguments(probe, kwargs, name):
+    features, labels = _blobs()
+    args = {"features": features, "labels": labels} | kwargs
+    with pytest.raises(ValueError, match=name):
+        (mlp_accuracy if probe == "mlp" else knn_accuracy)(**args)

@@ -1,0 +1,285 @@
+"""Disentanglement of latent codes with respect to known generative factors: MIG and SAP.
+
+Both follow the disentanglement_lib reference implementations (Locatello et al. 2019):
+
+* **MIG**, mutual information gap (Chen et al. 2018): each latent dimension is discretised
+  into ``n_bins`` equal-width histogram bins; for each factor ``k`` the mutual information
+  ``I(z_j; v_k)`` with every dimension ``j`` is computed, and the gap between the largest
+  and the second largest, divided by the factor's entropy ``H(v_k)``, is averaged over
+  factors. 1: each factor is captured by one dimension alone; 0: no dimension is
+  privileged.
+* **SAP**, separated attribute predictability (Kumar et al. 2018): a score per (dimension,
+  factor) -- the ``R^2`` of a linear regression of a continuous factor on the single
+  dimension, or the test accuracy of a linear classifier of a discrete factor from it --
+  and the mean over factors of the difference between the two highest scores.
+
+Factors may be discrete (class labels, used as they are for MI) or continuous (discretised
+with the same histogram binning as the codes for MI, scored by ``R^2`` in SAP).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import mutual_info_score
+from sklearn.svm import LinearSVC
+
+__all__ = ["histogram_discretize", "mig", "sap"]
+
+
+def histogram_discretize(values: np.ndarray, n_bins: int = 20) -> np.ndarray:
+    """Discretise each column into ``n_bins`` equal-width bins over its own range.
+
+    The disentanglement_lib ``_histogram_discretize``: bin edges from ``np.histogram``,
+    labels ``1 .. n_bins`` by ``np.digitize`` against the lower edges (the maximum falls in
+    the last bin).
+
+    Parameters
+    ----------
+    values : ndarray of shape (N, D) or (N,)
+        Real, finite values.
+    n_bins : int, default=20
+        Number of bins per column, ``>= 2``.
+
+    Returns
+    -------
+    ndarray of int64, same shape as ``values``
+        Bin label of each value, in ``1 .. n_bins``.
+    """
+    arr = np.asarray(values)
+    one_d = arr.ndim == 1
+    A = _as_matrix(arr[:, None] if one_d else arr, "values")
+    _check_bins(n_bins)
+    out = np.empty(A.shape, dtype=np.int64)
+    for j in range(A.shape[1]):
+        edges = np.histogram(A[:, j], bins=n_bins)[1]
+        out[:, j] = np.digitize(A[:, j], edges[:-1])
+    return out[:, 0] if one_d else out
+
+
+def mig(
+    codes: np.ndarray,
+    factors: np.ndarray,
+    *,
+    n_bins: int = 20,
+    discrete: bool | Sequence[bool] | None = None,
+) -> dict:
+    """Mutual information gap of latent ``codes`` with respect to ground-truth ``factors``.
+
+    Parameters
+    ----------
+    codes : ndarray of shape (N, D)
+        Latent codes (e.g. posterior means), ``D >= 2``; real and finite.
+    factors : ndarray of shape (N, K) or (N,)
+        Ground-truth factors of variation, real and finite.
+    n_bins : int, default=20
+        Histogram bins per code dimension and per continuous factor (disentanglement_lib
+        uses 20).
+    discrete : bool or sequence of bool, optional
+        Which factors are discrete (their distinct values are the classes). Default: a
+        factor is discrete if all its values are integers and it has at most ``n_bins``
+        distinct values.
+
+    Returns
+    -------
+    dict
+        ``mig`` (float): mean gap over factors with non-zero entropy (NaN if none);
+        ``per_factor`` (ndarray (K,)): normalised gap per factor, NaN for a constant
+        factor; ``mutual_information`` (ndarray (D, K), nats); ``entropy`` (ndarray (K,),
+        nats); ``discrete`` (ndarray (K,) bool): the factor types used.
+
+    Notes
+    -----
+    Mutual information is ``sklearn.metrics.mutual_info_score`` on the discretised
+    values (plug-in estimate, natural log), which is biased upwards by about
+    ``(bins_z - 1)(bins_v - 1) / (2 N)``: with few samples, unrelated dimensions do not
+    score exactly 0.
+    """
+    Z = _as_matrix(codes, "codes")
+    V = _as_factors(factors, Z.shape[0])
+    _check_bins(n_bins)
+    if Z.shape[1] < 2:
+        raise ValueError(f"codes must have at least 2 dimensions for a gap between the top two; got {Z.shape[1]}")
+    is_discrete = _factor_types(V, discrete, n_bins)
+    z_disc = histogram_discretize(Z, n_bins)
+    v_disc = _discrete_factors(V, is_discrete, n_bins)
+    D, K = Z.shape[1], V.shape[1]
+    mi = np.empty((D, K))
+    for k in range(K):
+        for j in range(D):
+            mi[j, k] = mutual_info_score(v_disc[:, k], z_disc[:, j])
+    entropy = np.array([mutual_info_score(v_disc[:, k], v_disc[:, k]) for k in range(K)])
+    top = np.sort(mi, axis=0)[::-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_factor = np.where(entropy > 0, (top[0] - top[1]) / entropy, np.nan)
+    valid = ~np.isnan(per_factor)
+    return {
+        "mig": float(per_factor[valid].mean()) if valid.any() else float("nan"),
+        "per_factor": per_factor,
+        "mutual_information": mi,
+        "entropy": entropy,
+        "discrete": is_discrete,
+    }
+
+
+def sap(
+    codes: np.ndarray,
+    factors: np.ndarray,
+    *,
+    discrete: bool | Sequence[bool] | None = None,
+    n_bins: int = 20,
+    test_fraction: float = 0.5,
+    seed: int = 0,
+) -> dict:
+    """Separated attribute predictability of latent ``codes`` with respect to ``factors``.
+
+    Parameters
+    ----------
+    codes : ndarray of shape (N, D)
+        Latent codes, ``D >= 2``; real and finite.
+    factors : ndarray of shape (N, K) or (N,)
+        Ground-truth factors, real and finite.
+    discrete : bool or sequence of bool, optional
+        Which factors are discrete; default as in :func:`mig` (integer-valued with at most
+        ``n_bins`` distinct values).
+    n_bins : int, default=20
+        Only used by the default rule for ``discrete``.
+    test_fraction : float, default=0.5
+        Fraction of samples held out to score the classifiers of discrete factors, in
+        ``(0, 1)``. Continuous factors use all samples (as disentanglement_lib does).
+    seed : int, default=0
+        Seed of the train/test split.
+
+    Returns
+    -------
+    dict
+        ``sap`` (float): mean over factors of the gap between the two best dimensions
+        (NaN-factors skipped); ``per_factor`` (ndarray (K,)); ``scores`` (ndarray (D, K)):
+        ``R^2`` (continuous factors) or test accuracy (discrete factors) of each dimension
+        alone; ``discrete`` (ndarray (K,) bool).
+
+    Notes
+    -----
+    ``R^2`` of a one-variable linear regression is the squared Pearson correlation
+    ``cov(z, v)^2 / (var(z) var(v))``, set to 0 for a dimension with variance
+    ``<= 1e-12`` (disentanglement_lib's rule) and NaN for a constant factor. The
+    classifier is disentanglement_lib's ``LinearSVC(C=0.01, class_weight="balanced")`` on
+    the single dimension; convergence warnings are silenced (the fit is 1-D). If the
+    training part of a discrete factor holds one class, that class is predicted.
+    """
+    Z = _as_matrix(codes, "codes")
+    V = _as_factors(factors, Z.shape[0])
+    _check_bins(n_bins)
+    if Z.shape[1] < 2:
+        raise ValueError(f"codes must have at least 2 dimensions for a gap between the top two; got {Z.shape[1]}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    is_discrete = _factor_types(V, discrete, n_bins)
+    n, D = Z.shape
+    K = V.shape[1]
+    scores = np.empty((D, K))
+
+    cont = np.flatnonzero(~is_discrete)
+    if len(cont):
+        zc = Z - Z.mean(axis=0)
+        vc = V[:, cont] - V[:, cont].mean(axis=0)
+        cov = zc.T @ vc / (n - 1)
+        var_z = np.einsum("ij,ij->j", zc, zc) / (n - 1)
+        var_v = np.einsum("ij,ij->j", vc, vc) / (n - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2 = cov**2 / (var_z[:, None] * var_v[None, :])
+        r2[var_z <= 1e-12, :] = 0.0
+        r2[:, var_v == 0] = np.nan
+        scores[:, cont] = r2
+
+    disc = np.flatnonzero(is_discrete)
+    if len(disc):
+        n_test = int(round(test_fraction * n))
+        if not 1 <= n_test <= n - 1:
+            raise ValueError(f"test_fraction={test_fraction} leaves no train or no test sample out of {n}")
+        perm = np.random.default_rng(seed).permutation(n)
+        test, train = perm[:n_test], perm[n_test:]
+        for k in disc:
+            y = V[:, k]
+            if np.unique(y).size < 2:
+                scores[:, k] = np.nan  # a constant factor: nothing to predict
+                continue
+            for j in range(D):
+                scores[j, k] = _svc_accuracy(Z[train, j], y[train], Z[test, j], y[test])
+
+    # A NaN column (constant factor) sorts last; its gap is then discarded.
+    top = np.sort(scores, axis=0)[::-1]
+    per_factor = np.where(np.isnan(scores).any(axis=0), np.nan, top[0] - top[1])
+    valid = ~np.isnan(per_factor)
+    return {
+        "sap": float(per_factor[valid].mean()) if valid.any() else float("nan"),
+        "per_factor": per_factor,
+        "scores": scores,
+        "discrete": is_discrete,
+    }
+
+
+def _svc_accuracy(z_train, y_train, z_test, y_test) -> float:
+    classes = np.unique(y_train)
+    if classes.size < 2:
+        return float(np.mean(y_test == classes[0]))
+    clf = LinearSVC(C=0.01, class_weight="balanced")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(z_train[:, None], y_train)
+    return float(np.mean(clf.predict(z_test[:, None]) == y_test))
+
+
+def _factor_types(V: np.ndarray, discrete, n_bins: int) -> np.ndarray:
+    K = V.shape[1]
+    if discrete is None:
+        return np.array(
+            [bool(np.all(V[:, k] == np.round(V[:, k])) and np.unique(V[:, k]).size <= n_bins) for k in range(K)]
+        )
+    if isinstance(discrete, (bool, np.bool_)):
+        return np.full(K, bool(discrete))
+    flags = np.asarray(discrete)
+    if flags.dtype != bool or flags.shape != (K,):
+        raise ValueError(f"discrete must be a bool or {K} bools (one per factor); got {discrete!r}")
+    return flags.copy()
+
+
+def _discrete_factors(V: np.ndarray, is_discrete: np.ndarray, n_bins: int) -> np.ndarray:
+    out = np.empty(V.shape, dtype=np.int64)
+    for k in range(V.shape[1]):
+        if is_discrete[k]:
+            out[:, k] = np.unique(V[:, k], return_inverse=True)[1].reshape(-1)
+        else:
+            out[:, k] = histogram_discretize(V[:, k], n_bins)
+    return out
+
+
+def _as_matrix(A, name: str) -> np.ndarray:
+    A = np.asarray(A)
+    if A.ndim != 2 or A.shape[0] < 2 or A.shape[1] < 1:
+        raise ValueError(f"{name} must be a 2-D array with at least 2 rows and 1 column; got shape {A.shape}")
+    if not (np.issubdtype(A.dtype, np.floating) or np.issubdtype(A.dtype, np.integer)) or A.dtype == bool:
+        raise ValueError(f"{name} must hold real numbers; got dtype {A.dtype}")
+    A = A.astype(np.float64, copy=False)
+    if not np.isfinite(A).all():
+        raise ValueError(f"{name} must contain only finite values; found NaN or inf")
+    return A
+
+
+def _as_factors(factors, n: int) -> np.ndarray:
+    arr = np.asarray(factors)
+    V = _as_matrix(arr[:, None] if arr.ndim == 1 else arr, "factors")
+    if V.shape[0] != n:
+        raise ValueError(f"codes and factors must have the same number of rows; got {n} and {V.shape[0]}")
+    return V
+
+
+def _check_bins(n_bins) -> None:
+    if not isinstance(n_bins, numbers.Integral) or isinstance(n_bins, bool) or n_bins < 2:
+        raise ValueError(f"n_bins must be an integer >= 2; got {n_bins!r}")
