@@ -401,9 +401,27 @@ def model_weights(model):
     }
 
 
+RANDOM_CNN_LAYERS = ["conv1", "conv2", "conv3", "conv4"]
+
+
+def baseline_layers():
+    """(name, layer) of every baseline evaluated beside the models, raw-pixel PCA first."""
+    layers = [("pca", "pixels")]
+    if config["baselines"]["handcrafted"]:
+        layers.append(("handcrafted", "all"))
+    if config["baselines"]["random_cnn"]:
+        layers += [("random_cnn", layer) for layer in RANDOM_CNN_LAYERS]
+    if config["baselines"]["cell_count"]:
+        layers.append(("cellcount", "count"))
+    return layers
+
+
 def feature_tables(dataset):
-    """Every (model, layer) feature table of a dataset, the raw-pixel PCA baseline first."""
-    tables = [f"results/{dataset}/features/pca/pixels.parquet"]
+    """Every (model, layer) feature table of a dataset, the baselines first."""
+    tables = [
+        f"results/{dataset}/features/{name}/{layer}.parquet"
+        for name, layer in baseline_layers()
+    ]
     for model in MODELS:
         tables += expand(
             "results/{dataset}/features/{model}/{layer}.parquet",
@@ -414,12 +432,35 @@ def feature_tables(dataset):
     return tables
 
 
+def evaluated_layers():
+    """Model or baseline name -> the layers evaluated, baselines first."""
+    out = {}
+    for name, layer in baseline_layers():
+        out.setdefault(name, []).append(layer)
+    for model in MODELS:
+        out[model] = model_layers(model)
+    return out
+
+
+def profile_tables(dataset):
+    """Per-group profiles of every feature table (``dataset`` may be the wildcard)."""
+    layers = baseline_layers() + [
+        (model, layer) for model in MODELS for layer in model_layers(model)
+    ]
+    return [
+        f"results/{dataset}/profiles/{name}/{layer}.parquet" for name, layer in layers
+    ]
+
+
 def all_feature_tables(wildcards):
     return feature_tables(wildcards.dataset)
 
 
 def metric_files(wildcards):
-    files = [f"results/{wildcards.dataset}/metrics/pca/pixels.json"]
+    files = [
+        f"results/{wildcards.dataset}/metrics/{name}/{layer}.json"
+        for name, layer in baseline_layers()
+    ]
     for model in MODELS:
         files += expand(
             "results/{dataset}/metrics/{model}/{layer}.json",
@@ -430,6 +471,22 @@ def metric_files(wildcards):
     return files
 
 
+def embedding_outputs():
+    """Maps of the best learned layer and of the hand-crafted baseline (UMAP and t-SNE)."""
+    maps = ["best"] + (["handcrafted"] if config["baselines"]["handcrafted"] else [])
+    outputs = {
+        f"{stem}_{method}": report(
+            f"results/{{dataset}}/embeddings/{stem}_{method}.png",
+            caption=f"../report/embedding_{stem}.rst",
+            category="Embeddings",
+        )
+        for stem in maps
+        for method in ("umap", "tsne")
+    }
+    outputs["coords"] = "results/{dataset}/embeddings/best_layer.parquet"
+    return outputs
+
+
 def final_outputs():
     """What `snakemake all` builds: per dataset the metric summary, the embedding of the
     best layer, QC figures and every model's training outputs."""
@@ -438,7 +495,9 @@ def final_outputs():
         outputs += [
             f"results/{dataset}/metrics/summary.csv",
             f"results/{dataset}/metrics/summary.png",
-            f"results/{dataset}/embeddings/best_layer_umap.png",
+            f"results/{dataset}/embeddings/best_umap.png",
+            f"results/{dataset}/metrics/comparison.html",
+            *profile_tables(dataset),
             f"results/{dataset}/qc/drops.csv",
         ]
         if DATASETS[dataset]["source"] != "crops":

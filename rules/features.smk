@@ -56,3 +56,75 @@ rule pca_features:
         seed=config["seed"],
     script:
         "../workflow_scripts/scripts/pca_features.py"
+
+
+rule handcrafted_features:
+    input:
+        cells="results/{dataset}/cells.parquet",
+        arrays=cell_shard_arrays,
+    output:
+        "results/{dataset}/features/handcrafted/all.parquet",
+    log:
+        "logs/{dataset}/baselines/handcrafted.log",
+    benchmark:
+        "logs/{dataset}/baselines/handcrafted.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        kind="handcrafted",
+        channels=dataset_channels,
+    script:
+        "../workflow_scripts/scripts/baseline_features.py"
+
+
+rule random_cnn_features:
+    input:
+        cells="results/{dataset}/cells.parquet",
+        arrays=cell_shard_arrays,
+    output:
+        expand(
+            "results/{{dataset}}/features/random_cnn/{layer}.parquet",
+            layer=RANDOM_CNN_LAYERS,
+        ),
+    log:
+        "logs/{dataset}/baselines/random_cnn.log",
+    benchmark:
+        "logs/{dataset}/baselines/random_cnn.bench.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        kind="random_cnn",
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/scripts/baseline_features.py"
+
+
+rule cell_count_features:
+    input:
+        cells="results/{dataset}/cells.parquet",
+        arrays=cell_shard_arrays,
+    output:
+        "results/{dataset}/features/cellcount/count.parquet",
+    log:
+        "logs/{dataset}/baselines/cellcount.log",
+    benchmark:
+        "logs/{dataset}/baselines/cellcount.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        kind="cellcount",
+        group_by=config["metrics"]["group_by"],
+    script:
+        "../workflow_scripts/scripts/baseline_features.py"

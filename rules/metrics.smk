@@ -22,27 +22,41 @@ rule pixel_space:
         "../workflow_scripts/scripts/pixel_space.py"
 
 
-rule evaluate_layer:
-    input:
-        features="results/{dataset}/features/{model}/{layer}.parquet",
-        pixels="results/{dataset}/metrics/pixel_space.npz",
-    output:
-        "results/{dataset}/metrics/{model}/{layer}.json",
-    log:
-        "logs/{dataset}/evaluate_layer/{model}/{layer}.log",
-    benchmark:
-        "logs/{dataset}/evaluate_layer/{model}/{layer}.bench.tsv"
-    conda:
-        "../envs/core.yaml"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=30,
-    params:
-        metrics=config["metrics"],
-        seed=config["seed"],
-    script:
-        "../workflow_scripts/scripts/evaluate_layer.py"
+# One evaluation job per model (or baseline) covers all its layers: the metric libraries are
+# imported once, and changing one model re-evaluates only that model.
+for _name, _layers in evaluated_layers().items():
+
+    rule:
+        name:
+            f"evaluate_{_name}"
+        input:
+            features=expand(
+                "results/{{dataset}}/features/{name}/{layer}.parquet",
+                name=_name,
+                layer=_layers,
+            ),
+            pixels="results/{dataset}/metrics/pixel_space.npz",
+        output:
+            expand(
+                "results/{{dataset}}/metrics/{name}/{layer}.json",
+                name=_name,
+                layer=_layers,
+            ),
+        log:
+            f"logs/{{dataset}}/evaluate/{_name}.log",
+        benchmark:
+            f"logs/{{dataset}}/evaluate/{_name}.bench.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: 2
+        resources:
+            mem_mb=8000,
+            runtime=120,
+        params:
+            metrics=config["metrics"],
+            seed=config["seed"],
+        script:
+            "../workflow_scripts/scripts/evaluate_layer.py"
 
 
 rule summarize_metrics:
@@ -59,6 +73,21 @@ rule summarize_metrics:
             caption="../report/summary_plot.rst",
             category="Metrics",
         ),
+        grid=report(
+            "results/{dataset}/metrics/all_metrics.png",
+            caption="../report/all_metrics.rst",
+            category="Metrics",
+        ),
+        html=report(
+            "results/{dataset}/metrics/comparison.html",
+            caption="../report/comparison.rst",
+            category="Metrics",
+        ),
+        confusion=report(
+            "results/{dataset}/metrics/confusion.png",
+            caption="../report/confusion.rst",
+            category="Metrics",
+        ),
     log:
         "logs/{dataset}/summarize_metrics.log",
     benchmark:
@@ -69,5 +98,29 @@ rule summarize_metrics:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        families={name: m["family"] for name, m in MODELS.items()},
     script:
         "../workflow_scripts/scripts/summarize_metrics.py"
+
+
+rule aggregate_profiles:
+    input:
+        all_feature_tables,
+    output:
+        profile_tables("{dataset}"),
+    log:
+        "logs/{dataset}/aggregate_profiles.log",
+    benchmark:
+        "logs/{dataset}/aggregate_profiles.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        by=config["profiles"]["by"],
+        how=config["profiles"]["how"],
+    script:
+        "../workflow_scripts/scripts/aggregate_profiles.py"

@@ -1,14 +1,10 @@
 rule embed_best_layer:
     input:
         summary="results/{dataset}/metrics/summary.csv",
+        pixels="results/{dataset}/metrics/pixel_space.npz",
         features=all_feature_tables,
     output:
-        plot=report(
-            "results/{dataset}/embeddings/best_layer_umap.png",
-            caption="../report/embedding.rst",
-            category="Embeddings",
-        ),
-        coords="results/{dataset}/embeddings/best_layer_umap.parquet",
+        **embedding_outputs(),
     log:
         "logs/{dataset}/embed_best_layer.log",
     benchmark:
@@ -22,7 +18,6 @@ rule embed_best_layer:
     params:
         label=config["metrics"]["label"],
         group_by=config["metrics"]["group_by"],
-        max_cells=config["metrics"]["max_cells"],
         seed=config["seed"],
     script:
         "../workflow_scripts/scripts/embed_best_layer.py"

@@ -148,7 +148,17 @@ def sources_run(tmp_path_factory):
             "filter": {"min_area": 40, "min_cells_per_group": 1},
             "split": {"by": "Metadata_cell"},
             "models": {"ae": {"family": "ae", "latent_dim": 4, "width": 4, "depth": 3, "epochs": 1, "batch_size": 32}},
-            "metrics": {"neighbors": [5, 10], "summary_k": 5, "max_cells": 400, "n_splits": 2},
+            "metrics": {
+                "neighbors": [5, 10],
+                "summary_k": 5,
+                "max_cells": 400,
+                "n_splits": 2,
+                "curve_sizes": 3,
+                "mlp_epochs": 2,
+                "mi_epochs": 2,
+                "knn": [5],
+            },
+            "baselines": {"random_cnn": False},
         }
         (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         proc = snakemake(work, "--configfile", str(work / "config.yaml"))
@@ -162,7 +172,7 @@ DATASETS = ("human", "cropped", "screen", "atlas", "bbbc")
 def test_every_source_reaches_features_and_metrics(sources_run, dataset):
     res = sources_run["work"] / "results" / dataset
     summary = pd.read_csv(res / "metrics" / "summary.csv")
-    assert set(summary["model"]) == {"pca", "ae"}
+    assert set(summary["model"]) == {"pca", "handcrafted", "cellcount", "ae"}
     assert (summary["n_cells"] >= 10).all()
     assert summary["trustworthiness"].between(0, 1).all()
     table = pd.read_parquet(res / "features" / "ae" / "conv1.parquet")

@@ -40,7 +40,11 @@ def test_default_config_dry_run(tmp_path):
     assert jobs["synthesize_fields"] == 4 and jobs["segment_and_crop"] == 4
     assert jobs["train_model"] == 3  # the quick preset: vae, paired inpainting, ae
     assert {"extract_features_vae", "extract_features_pci", "extract_features_ae"} <= set(jobs)
-    assert jobs["evaluate_layer"] == 1 + 5 + 5 + 5  # pca/pixels; vae, ae conv1-4 + latent; pci conv1-5
+    # One evaluation job per model and per baseline, each covering all its layers.
+    assert {rule for rule in jobs if rule.startswith("evaluate_")} == {
+        "evaluate_pca", "evaluate_handcrafted", "evaluate_random_cnn", "evaluate_cellcount",
+        "evaluate_vae", "evaluate_pci", "evaluate_ae",
+    }
 
 
 @pytest.mark.parametrize(
@@ -90,7 +94,7 @@ def test_tiny_run_outputs(tiny_run):
 
     config = yaml.safe_load(TINY.read_text())
     assert {params["family"] for params in config["models"].values()} == set(FAMILIES)  # every family, end to end
-    tables = 1  # pca/pixels
+    tables = 1 + 1 + 4 + 1  # baselines: pca/pixels, handcrafted/all, random_cnn/conv1..4, cellcount/count
     for model, entry in config["models"].items():
         params = resolve_model(model, entry)
         mdir = res / "models" / model
@@ -120,15 +124,38 @@ def test_tiny_run_outputs(tiny_run):
     assert stats["n_train_tiles"] > 0 and stats["n_val_tiles"] > 0
 
     summary = pd.read_csv(res / "metrics" / "summary.csv")
-    assert list(summary.columns[:10]) == [
-        "model", "layer", "n_cells", "n_features", "logreg_accuracy_grouped", "logreg_accuracy_grouped_sd",
-        "logreg_accuracy_stratified", "logreg_accuracy_stratified_sd", "trustworthiness", "continuity",
-    ]
+    assert list(summary.columns[:5]) == ["model", "layer", "kind", "n_cells", "n_features"]
+    for column in ("logreg_accuracy_grouped", "logreg_f1_grouped", "logreg_accuracy_stratified", "mlp_accuracy_grouped",
+                   "knn5_accuracy_grouped", "map", "profile_map", "mutual_information", "trustworthiness",
+                   "continuity", "trustworthiness_auc", "continuity_auc", "lcmc_auc", "backbone_spearman",
+                   "backbone_tortuosity", "mig", "sap"):
+        assert column in summary.columns, column
     assert len(summary) == tables
     assert summary.iloc[0][["model", "layer"]].tolist() == ["pca", "pixels"]
-    assert summary[["logreg_accuracy_grouped", "trustworthiness", "continuity"]].apply(lambda s: s.between(0, 1)).all().all()
-    for name in ("embeddings/best_layer_umap.png", "qc/segmentation_overlay.png", "metrics/summary.png"):
+    baselines = summary[summary["kind"] == "baseline"]
+    assert set(baselines["model"]) == {"pca", "handcrafted", "random_cnn", "cellcount"}
+    assert set(summary.loc[summary["kind"] != "baseline", "kind"]) == set(FAMILIES)
+    bounded = ["logreg_accuracy_grouped", "mlp_accuracy_grouped", "map", "trustworthiness", "continuity",
+               "trustworthiness_auc", "lcmc_auc", "mig", "sap"]
+    assert summary[bounded].apply(lambda s: s.dropna().between(-1e-9, 1)).all().all()
+    # Every layer has every metric except where a baseline cannot have one (1-D cell count: no MIG/SAP).
+    learned = summary[summary["kind"] != "baseline"]
+    assert learned[bounded + ["mutual_information", "backbone_spearman"]].notna().all().all()
+    layer_json = json.loads((res / "metrics" / "vae" / "mu.json").read_text())
+    assert len(layer_json["curves"]["ks"]) >= 3 and set(layer_json["curves"]["auc"]) == {"trustworthiness", "continuity", "lcmc"}
+    assert np.array(layer_json["logreg_grouped"]["confusion"]).sum() == layer_json["n_cells"]
+    html = (res / "metrics" / "comparison.html").read_text()
+    assert html.count("font-weight:bold") >= 10 and "handcrafted" in html
+    for name in ("embeddings/best_umap.png", "embeddings/best_tsne.png", "embeddings/handcrafted_umap.png",
+                 "embeddings/handcrafted_tsne.png", "qc/segmentation_overlay.png", "metrics/summary.png",
+                 "metrics/all_metrics.png"):
         assert (res / name).stat().st_size > 1000, name
+    coords = pd.read_parquet(res / "embeddings" / "best_layer.parquet")
+    assert coords["local_quality"].between(0, 1).all() and {"UMAP_1", "TSNE_1"} <= set(coords.columns)
+    profile = pd.read_parquet(res / "profiles" / "vae" / "mu.parquet")
+    assert len(profile) == cells["Metadata_group"].nunique()
+    assert profile["Metadata_n_cells"].sum() == len(cells) and "Metadata_class" in profile.columns
+    assert (res / "profiles" / "handcrafted" / "all.parquet").exists()
 
 
 @pytest.mark.slow
@@ -147,18 +174,36 @@ def test_training_change_reruns_training_not_segmentation(tiny_run):
     assert jobs.get("train_model") == 1  # only the changed model
     assert jobs.get("extract_features_vae") == 1
     assert not [rule for rule in jobs if rule.startswith("extract_features_") and rule != "extract_features_vae"]
-    assert jobs.get("evaluate_layer") == 7 and jobs.get("summarize_metrics") == 1  # conv1-3 mean/max + mu
+    assert [rule for rule in jobs if rule.startswith("evaluate_")] == ["evaluate_vae"]
+    assert jobs.get("summarize_metrics") == 1
+    assert "handcrafted_features" not in jobs and "random_cnn_features" not in jobs
     for upstream in ("synthesize_fields", "segment_and_crop", "filter_cells", "pca_features", "tile_fields"):
         assert upstream not in jobs, upstream
 
 
 @pytest.mark.slow
-def test_report_builds(tiny_run):
+def test_report_builds_and_renders_in_chromium(tiny_run):
+    """The report is built, then opened in headless Chromium: its sections render (they exist
+    only after the page's JavaScript ran) and a screenshot is kept in the run folder."""
+    from PIL import Image
+
+    from tests.browser import render, report_sections, require_chromium, visible_text
+
     snakemake(tiny_run, "--report", "report.html")
-    html = (tiny_run / "report.html").read_text(errors="replace")
-    assert len(html) > 10_000
-    for category in ("QC", "Training", "Embeddings", "Metrics"):
-        assert category in html
+    report = tiny_run / "report.html"
+    assert report.stat().st_size > 10_000
+    require_chromium()
+    shot = tiny_run / "report_screenshot.png"
+    dom = render(report, screenshot=shot)
+    assert sorted(report_sections(dom)) == ["Embeddings", "Metrics", "QC", "Training"]
+    text = visible_text(dom)
+    assert "cellembed" in text and "Loading Snakemake Report" not in text
+    with Image.open(shot) as image:
+        assert image.size == (1400, 1000)
+        assert len(set(image.convert("L").getdata())) > 20  # something was drawn
+    artifacts = REPO / "tests" / "artifacts"  # gitignored: kept for a human to look at after a run
+    artifacts.mkdir(exist_ok=True)
+    shutil.copy(shot, artifacts / "report_screenshot.png")
 
 
 def test_lint_and_format_clean():

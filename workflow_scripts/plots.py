@@ -85,9 +85,7 @@ def channel_colours(n_channels: int) -> np.ndarray:
     return np.array(list(_RGB_THREE) + extra)
 
 
-def contrast_limits(
-    images: np.ndarray, *, percentiles: tuple[float, float] = (1.0, 99.5)
-) -> np.ndarray:
+def contrast_limits(images: np.ndarray, *, percentiles: tuple[float, float] = (1.0, 99.5)) -> np.ndarray:
     """Per-channel display range from percentiles over a whole batch.
 
     Parameters
@@ -189,9 +187,7 @@ def _as_image_batch(images: np.ndarray, name: str) -> np.ndarray:
     """Validate (N, C, H, W) or (C, H, W) real images and return them as (N, C, H, W)."""
     arr = np.asarray(images)
     if arr.ndim not in (3, 4):
-        raise ValueError(
-            f"{name}: got an array of shape {arr.shape}, expected (C, H, W) or (N, C, H, W)"
-        )
+        raise ValueError(f"{name}: got an array of shape {arr.shape}, expected (C, H, W) or (N, C, H, W)")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise ValueError(f"{name}: got dtype {arr.dtype}, expected a real numeric dtype")
     if 0 in arr.shape:
@@ -203,9 +199,7 @@ def _check_percentiles(percentiles) -> tuple[float, float]:
     try:
         low, high = (float(p) for p in percentiles)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"percentiles: got {percentiles!r}, expected two numbers (low, high)"
-        ) from None
+        raise ValueError(f"percentiles: got {percentiles!r}, expected two numbers (low, high)") from None
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"percentiles: got {percentiles!r}, expected 0 <= low < high <= 100")
     return low, high
@@ -216,18 +210,13 @@ def _channel_names(channel_names, n_channels: int) -> list[str]:
         return [f"channel {c}" for c in range(n_channels)]
     names = [str(n) for n in channel_names]
     if len(names) != n_channels:
-        raise ValueError(
-            f"channel_names: got {len(names)} names {names}, expected {n_channels} "
-            "(one per channel)"
-        )
+        raise ValueError(f"channel_names: got {len(names)} names {names}, expected {n_channels} (one per channel)")
     return names
 
 
 def _channel_legend_handles(names: Sequence[str]) -> list[Patch]:
     colours = channel_colours(len(names))
-    return [
-        Patch(facecolor=colour, edgecolor="0.3", label=name) for name, colour in zip(names, colours)
-    ]
+    return [Patch(facecolor=colour, edgecolor="0.3", label=name) for name, colour in zip(names, colours)]
 
 
 def _image_axes(ax) -> None:
@@ -340,14 +329,11 @@ def plot_segmentation_overlays(
         if image.ndim == 2:
             image = image[None]
         if image.ndim != 3:
-            raise ValueError(
-                f"images[{i}]: got an array of shape {image.shape}, expected (C, H, W) or (H, W)"
-            )
+            raise ValueError(f"images[{i}]: got an array of shape {image.shape}, expected (C, H, W) or (H, W)")
         lab = np.asarray(lab)
         if lab.shape != image.shape[1:]:
             raise ValueError(
-                f"labels[{i}]: got shape {lab.shape}, expected {image.shape[1:]} "
-                f"(the height and width of images[{i}])"
+                f"labels[{i}]: got shape {lab.shape}, expected {image.shape[1:]} (the height and width of images[{i}])"
             )
         if not np.issubdtype(lab.dtype, np.integer):
             raise ValueError(f"labels[{i}]: got dtype {lab.dtype}, expected an integer dtype")
@@ -355,17 +341,9 @@ def plot_segmentation_overlays(
     n_channels = fields[0][0].shape[0]
     for i, (image, _) in enumerate(fields):
         if image.shape[0] != n_channels:
-            raise ValueError(
-                f"images[{i}]: got {image.shape[0]} channels, expected {n_channels} "
-                "(like images[0])"
-            )
-    if not isinstance(nucleus_channel, (int, np.integer)) or not (
-        -n_channels <= nucleus_channel < n_channels
-    ):
-        raise ValueError(
-            f"nucleus_channel: got {nucleus_channel!r}, expected an index into "
-            f"{n_channels} channels"
-        )
+            raise ValueError(f"images[{i}]: got {image.shape[0]} channels, expected {n_channels} (like images[0])")
+    if not isinstance(nucleus_channel, (int, np.integer)) or not (-n_channels <= nucleus_channel < n_channels):
+        raise ValueError(f"nucleus_channel: got {nucleus_channel!r}, expected an index into {n_channels} channels")
     ch_names = _channel_names(channel_names, n_channels)
 
     panel_w = 5.0
@@ -454,9 +432,7 @@ def plot_learning_curve(history: pd.DataFrame, path: str | os.PathLike, *, title
     if not isinstance(history, pd.DataFrame):
         raise TypeError(f"history: got {type(history).__name__}, expected a pandas DataFrame")
     if "epoch" not in history.columns:
-        raise ValueError(
-            f"history: got columns {list(history.columns)}, expected an 'epoch' column"
-        )
+        raise ValueError(f"history: got columns {list(history.columns)}, expected an 'epoch' column")
     if len(history) == 0:
         raise ValueError("history: got an empty table, expected at least one epoch")
     terms: list[str] = []
@@ -466,8 +442,7 @@ def plot_learning_curve(history: pd.DataFrame, path: str | os.PathLike, *, title
             terms.append(match.group(1))
     if not terms:
         raise ValueError(
-            f"history: got columns {list(history.columns)}, expected loss columns named "
-            "'train_<term>' or 'val_<term>'"
+            f"history: got columns {list(history.columns)}, expected loss columns named 'train_<term>' or 'val_<term>'"
         )
     if "loss" in terms:
         terms.remove("loss")
@@ -477,9 +452,7 @@ def plot_learning_curve(history: pd.DataFrame, path: str | os.PathLike, *, title
         try:
             return pd.to_numeric(history[col])
         except (TypeError, ValueError):
-            raise ValueError(
-                f"history: column {col!r} has dtype {history[col].dtype}, expected numbers"
-            ) from None
+            raise ValueError(f"history: column {col!r} has dtype {history[col].dtype}, expected numbers") from None
 
     epoch = numeric("epoch")
     best_epoch = best_value = None
@@ -584,10 +557,7 @@ def plot_reconstruction_grid(
     if orig.ndim != 4:
         raise ValueError(f"originals: got an array of shape {orig.shape}, expected (N, C, H, W)")
     if recon.shape != orig.shape:
-        raise ValueError(
-            f"reconstructions: got shape {recon.shape}, expected {orig.shape} "
-            "(the shape of originals)"
-        )
+        raise ValueError(f"reconstructions: got shape {recon.shape}, expected {orig.shape} (the shape of originals)")
     _as_image_batch(orig, "originals")
     _as_image_batch(recon, "reconstructions")
     n, n_channels = orig.shape[:2]
@@ -619,9 +589,7 @@ def plot_reconstruction_grid(
             if hi <= lo:
                 hi = lo + 1.0
             for k, source in enumerate((orig, recon)):
-                axes[2 + 2 * c + k, j].imshow(
-                    source[j, c], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest"
-                )
+                axes[2 + 2 * c + k, j].imshow(source[j, c], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         axes[0, j].set_title(f"cell {j}\nMSE {mse[j]:.3g}", fontsize="small")
     for ax in axes.flat:
         _image_axes(ax)
@@ -687,9 +655,7 @@ def plot_embedding(
     if not np.issubdtype(xy.dtype, np.number) or not np.isfinite(xy).all():
         raise ValueError("coords: expected finite real values (got NaN, inf or non-numbers)")
     if not isinstance(colour_by, Mapping):
-        raise TypeError(
-            f"colour_by: got {type(colour_by).__name__}, expected a mapping name -> values"
-        )
+        raise TypeError(f"colour_by: got {type(colour_by).__name__}, expected a mapping name -> values")
     n = xy.shape[0]
     panels = []
     for key, values in colour_by.items():
@@ -700,10 +666,7 @@ def plot_embedding(
         else:
             series = pd.Series(list(values))
         if len(series) != n:
-            raise ValueError(
-                f"colour_by[{key!r}]: got {len(series)} values, expected {n} (one per row of "
-                "coords)"
-            )
+            raise ValueError(f"colour_by[{key!r}]: got {len(series)} values, expected {n} (one per row of coords)")
         panels.append((str(key), series.reset_index(drop=True).infer_objects()))
     if not panels:
         panels = [("cells", None)]
@@ -878,18 +841,13 @@ def plot_metric_bars(
             f"summary: missing columns {missing_cols} (has {list(summary.columns)}), expected "
             f"'model', 'layer' and the metric {metric!r}"
         )
-    if not pd.api.types.is_numeric_dtype(summary[metric]) or pd.api.types.is_bool_dtype(
-        summary[metric]
-    ):
-        raise ValueError(
-            f"metric: column {metric!r} has dtype {summary[metric].dtype}, expected numbers"
-        )
+    if not pd.api.types.is_numeric_dtype(summary[metric]) or pd.api.types.is_bool_dtype(summary[metric]):
+        raise ValueError(f"metric: column {metric!r} has dtype {summary[metric].dtype}, expected numbers")
     dupes = summary.duplicated(["model", "layer"])
     if dupes.any():
         first = summary.loc[dupes, ["model", "layer"]].iloc[0].tolist()
         raise ValueError(
-            f"summary: model/layer {first[0]}/{first[1]} appears more than once, expected one "
-            "row per model and layer"
+            f"summary: model/layer {first[0]}/{first[1]} appears more than once, expected one row per model and layer"
         )
     table = summary[["model", "layer", metric]].copy()
     table[metric] = table[metric].astype(float)
@@ -939,3 +897,73 @@ def plot_metric_bars(
         heading += f"\n({n_missing} model/layer without a value not shown)"
     ax.set_title(heading)
     save_figure(fig, path, dpi=_DPI)
+
+
+def plot_metric_grid(summary: pd.DataFrame, columns: list[str], path, *, lower_is_better=(), title: str = "") -> None:
+    """Small multiples: one horizontal bar chart per metric column, every model/layer a bar
+    (baselines in grey), best at the top; metrics without values are left out."""
+    import matplotlib.pyplot as plt
+
+    from workflow_scripts.io import save_figure
+
+    columns = [c for c in columns if summary[c].astype(float).notna().any()]
+    if not columns:
+        raise ValueError("plot_metric_grid: no metric column has a value")
+    ncols = min(3, len(columns))
+    nrows = -(-len(columns) // ncols)
+    height = max(2.5, 0.22 * len(summary) + 1.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, height * nrows), squeeze=False)
+    names = summary["model"].astype(str) + "/" + summary["layer"].astype(str)
+    baseline = summary.get("kind", pd.Series([""] * len(summary))).astype(str).eq("baseline").to_numpy()
+    for ax, column in zip(axes.flat, columns):
+        values = summary[column].astype(float).to_numpy()
+        ok = np.isfinite(values)
+        order = np.argsort(values[ok] if column in lower_is_better else -values[ok])
+        vals = values[ok][order]
+        labels = names[ok].to_numpy()[order]
+        colours = np.where(baseline[ok][order], "#9e9e9e", "#3b75af")
+        ax.barh(np.arange(len(vals))[::-1], vals, color=colours)
+        ax.set_yticks(np.arange(len(vals))[::-1], labels, fontsize=7)
+        ax.set_title(column + (" (lower is better)" if column in lower_is_better else ""), fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in list(axes.flat)[len(columns) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title + "  (grey: baselines)", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_confusion_matrices(panels: list[tuple[str, list[str], np.ndarray]], path) -> None:
+    """Row-normalised confusion matrices side by side: ``(title, classes, counts)`` per panel
+    (rows = true class, columns = predicted), the share written in each cell."""
+    import matplotlib.pyplot as plt
+
+    from workflow_scripts.io import save_figure
+
+    if not panels:
+        raise ValueError("plot_confusion_matrices: no panel to draw")
+    size = max(3.5, 0.55 * max(len(c) for _, c, _ in panels) + 1.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
+    for ax, (title, classes, counts) in zip(axes[0], panels):
+        counts = np.asarray(counts, dtype=float)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(
+                    j,
+                    i,
+                    f"{share[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -283,10 +283,10 @@ def aggregate_profiles(
     if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
         raise ValueError("feature columns must contain only finite values; found NaN or inf")
 
-    grouped = table[by + features].astype({c: np.float64 for c in features}).groupby(by, sort=True)
+    grouped = table[by + features].astype({c: np.float64 for c in features}).copy().groupby(by, sort=True)
     out = grouped[features].mean() if how == "mean" else grouped[features].median()
     if count_column is not None:
-        out[count_column] = grouped.size()
+        out = pd.concat([out, grouped.size().rename(count_column)], axis=1)
     return out.reset_index()
 
 

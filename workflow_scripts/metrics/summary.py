@@ -4,37 +4,108 @@ from __future__ import annotations
 
 import math
 
-#: Columns of results/<dataset>/metrics/summary.csv, in order.
+#: Columns of results/<dataset>/metrics/summary.csv, in order (``knn<k>_accuracy_grouped``
+#: columns follow ``mlp_f1_grouped``, one per ``metrics.knn`` value).
 SUMMARY_COLUMNS = [
     "model",
     "layer",
+    "kind",
     "n_cells",
     "n_features",
     "logreg_accuracy_grouped",
     "logreg_accuracy_grouped_sd",
+    "logreg_f1_grouped",
     "logreg_accuracy_stratified",
     "logreg_accuracy_stratified_sd",
+    "mlp_accuracy_grouped",
+    "mlp_accuracy_grouped_sd",
+    "mlp_f1_grouped",
+    "mlp_accuracy_stratified",
+    "map",
+    "profile_map",
+    "mutual_information",
     "trustworthiness",
     "continuity",
+    "trustworthiness_auc",
+    "continuity_auc",
+    "lcmc_auc",
+    "backbone_spearman",
+    "backbone_tortuosity",
+    "mig",
+    "sap",
 ]
 
+#: Higher is better for every metric column except these (lower is better).
+LOWER_IS_BETTER = {"backbone_tortuosity"}
 
-def summary_row(result: dict) -> dict:
-    """Flatten one layer's metrics JSON into a summary row (neighbourhood metrics at summary_k)."""
+
+def _get(result: dict, *path, default=math.nan):
+    value = result
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return default
+        value = value[key]
+    return default if value is None else value
+
+
+def summary_row(result: dict, kind: str = "") -> dict:
+    """Flatten one layer's metrics JSON into a summary row (neighbourhood metrics at summary_k).
+    Metrics a layer has no value for (skipped) are NaN."""
     k = str(result["summary_k"])
     row = {
         "model": result["model"],
         "layer": result["layer"],
+        "kind": kind,
         "n_cells": result["n_cells"],
         "n_features": result["n_features"],
-        "logreg_accuracy_grouped": result["logreg_grouped"]["accuracy_mean"],
-        "logreg_accuracy_grouped_sd": result["logreg_grouped"]["accuracy_sd"],
-        "logreg_accuracy_stratified": result["logreg_stratified"]["accuracy_mean"],
-        "logreg_accuracy_stratified_sd": result["logreg_stratified"]["accuracy_sd"],
-        "trustworthiness": result["trustworthiness"].get(k, math.nan),
-        "continuity": result["continuity"].get(k, math.nan),
+        "logreg_accuracy_grouped": _get(result, "logreg_grouped", "accuracy_mean"),
+        "logreg_accuracy_grouped_sd": _get(result, "logreg_grouped", "accuracy_sd"),
+        "logreg_f1_grouped": _get(result, "logreg_grouped", "f1_macro_mean"),
+        "logreg_accuracy_stratified": _get(result, "logreg_stratified", "accuracy_mean"),
+        "logreg_accuracy_stratified_sd": _get(result, "logreg_stratified", "accuracy_sd"),
+        "mlp_accuracy_grouped": _get(result, "mlp_grouped", "accuracy_mean"),
+        "mlp_accuracy_grouped_sd": _get(result, "mlp_grouped", "accuracy_sd"),
+        "mlp_f1_grouped": _get(result, "mlp_grouped", "f1_macro_mean"),
+        "mlp_accuracy_stratified": _get(result, "mlp_stratified", "accuracy_mean"),
+        "map": _get(result, "retrieval", "map"),
+        "profile_map": _get(result, "profile_retrieval", "map"),
+        "mutual_information": _get(result, "mutual_information", "mi"),
+        "trustworthiness": _get(result, "trustworthiness", k),
+        "continuity": _get(result, "continuity", k),
+        "trustworthiness_auc": _get(result, "curves", "auc", "trustworthiness"),
+        "continuity_auc": _get(result, "curves", "auc", "continuity"),
+        "lcmc_auc": _get(result, "curves", "auc", "lcmc"),
+        "backbone_spearman": _get(result, "backbone", "cell_spearman"),
+        "backbone_tortuosity": _get(result, "backbone", "tortuosity"),
+        "mig": _get(result, "disentanglement", "mig"),
+        "sap": _get(result, "disentanglement", "sap"),
     }
-    return {c: row[c] for c in SUMMARY_COLUMNS}
+    out = {c: row[c] for c in SUMMARY_COLUMNS}
+    knn = result.get("knn_grouped") or {}
+    at = SUMMARY_COLUMNS.index("mlp_f1_grouped") + 1
+    items = list(out.items())
+    extra = [(f"knn{kk}_accuracy_grouped", _get(knn, kk, "accuracy_mean")) for kk in knn if kk != "skipped"]
+    return dict(items[:at] + extra + items[at:])
+
+
+def metric_columns(summary) -> list[str]:
+    """The metric columns of a summary table (everything but identifiers and counts)."""
+    return [
+        c
+        for c in summary.columns
+        if c not in ("model", "layer", "kind", "n_cells", "n_features") and not c.endswith("_sd")
+    ]
+
+
+def best_per_metric(summary) -> dict[str, tuple[str, str]]:
+    """For each metric column with a value, the (model, layer) that scores best."""
+    best = {}
+    for column in metric_columns(summary):
+        values = summary[column].astype(float)
+        if values.notna().any():
+            i = values.idxmin() if column in LOWER_IS_BETTER else values.idxmax()
+            best[column] = (summary.at[i, "model"], summary.at[i, "layer"])
+    return best
 
 
 #: Metrics that rank layers, best first: the first with a finite value for some layer is used

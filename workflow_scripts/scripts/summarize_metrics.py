@@ -1,22 +1,104 @@
-"""Rule summarize_metrics: one row per (model, layer) and a bar chart."""
+"""Rule summarize_metrics: one row per (model, layer) and baseline, a ranking bar chart, one
+panel per metric, and an HTML comparison table with the best value of each metric marked."""
 
 import json
 
 import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import pandas as pd
 
-from workflow_scripts.io import write_csv
-from workflow_scripts.metrics.summary import RANKING_TITLES, ranking_metric, summary_row
-from workflow_scripts.plots import plot_metric_bars
+from workflow_scripts.io import atomic_path, write_csv
+from workflow_scripts.metrics.summary import (
+    LOWER_IS_BETTER,
+    RANKING_TITLES,
+    best_per_metric,
+    metric_columns,
+    ranking_metric,
+    summary_row,
+)
+from workflow_scripts.plots import plot_confusion_matrices, plot_metric_bars, plot_metric_grid
 from workflow_scripts.runner import run
 
 
+def comparison_html(summary: pd.DataFrame, dataset: str, results: dict) -> str:
+    """The summary as an HTML table, the best value of each metric in bold on green."""
+    best = best_per_metric(summary)
+    shown = summary.drop(columns=[c for c in summary.columns if c.endswith("_sd")])
+
+    def cell(row, column):
+        value = row[column]
+        if isinstance(value, float):
+            text = "" if pd.isna(value) else f"{value:.3f}"
+        else:
+            text = str(value)
+        if best.get(column) == (row["model"], row["layer"]):
+            return f'<td style="background:#c8e6c9;font-weight:bold">{text}</td>'
+        return f"<td>{text}</td>"
+
+    head = "".join(f"<th>{c}</th>" for c in shown.columns)
+    body = "".join("<tr>" + "".join(cell(r, c) for c in shown.columns) + "</tr>" for _, r in shown.iterrows())
+    return (
+        f"<html><head><meta charset='utf-8'><title>{dataset}: metrics</title>"
+        "<style>table{border-collapse:collapse;font:12px sans-serif}td,th{border:1px solid #ccc;"
+        "padding:2px 6px;text-align:right}th{background:#eee}</style></head><body>"
+        f"<h3>{dataset}: every model, layer and baseline on every metric (best per metric marked)</h3>"
+        f"<p>{_sample_note(results)}</p>"
+        f"<table><tr>{head}</tr>{body}</table></body></html>\n"
+    )
+
+
+def _sample_note(results: dict) -> str:
+    first = next(iter(results.values()))
+    n, total = first["n_cells"], first.get("n_cells_total", first["n_cells"])
+    if n < total:
+        return (
+            f"Evaluated on a seeded, class-stratified subsample of {n} of the {total} cells "
+            f"(metrics.max_cells); every model and baseline on the same cells."
+        )
+    return f"Evaluated on all {n} cells."
+
+
 def main(smk):
-    rows = [summary_row(json.load(open(path))) for path in smk.input]
+    families = dict(smk.params.families)
+    rows, results = [], {}
+    for path in smk.input:
+        with open(path) as fh:
+            result = json.load(fh)
+        results[(result["model"], result["layer"])] = result
+        rows.append(summary_row(result, kind=families.get(result["model"], "baseline")))
     summary = pd.DataFrame(rows)
     write_csv(smk.output.table, summary)
     metric = ranking_metric(summary)
-    plot_metric_bars(summary, metric, smk.output.plot, title=f"{smk.wildcards.dataset}: {RANKING_TITLES[metric]}")
+    dataset = smk.wildcards.dataset
+    plot_metric_bars(summary, metric, smk.output.plot, title=f"{dataset}: {RANKING_TITLES[metric]}")
+    plot_metric_grid(summary, metric_columns(summary), smk.output.grid, lower_is_better=LOWER_IS_BETTER, title=dataset)
+    with atomic_path(smk.output.html) as tmp:
+        tmp.write_text(comparison_html(summary, dataset, results))
+    confusion_figure(summary, results, metric, smk.output.confusion)
+
+
+def confusion_figure(summary, results, metric, path):
+    """Group-held-out logistic-regression confusion matrices of the best learned layer and the
+    best baseline (or a note on the figure when the data has one class)."""
+    panels = []
+    for kind_is_baseline in (False, True):
+        part = summary[(summary["kind"] == "baseline") == kind_is_baseline]
+        if part.empty or part[metric].isna().all():
+            continue
+        best = part.sort_values(metric, ascending=False, kind="stable").iloc[0]
+        probe = results[(best.model, best.layer)].get("logreg_grouped", {})
+        if "confusion" in probe:
+            panels.append((f"{best.model}/{best.layer}", probe["classes"], probe["confusion"]))
+    if panels:
+        plot_confusion_matrices(panels, path)
+    else:
+        import matplotlib.pyplot as plt
+
+        from workflow_scripts.io import save_figure
+
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no confusion matrix: classification was skipped (one class or one group)", ha="center")
+        save_figure(fig, path)
 
 
 run(snakemake, main)  # noqa: F821
