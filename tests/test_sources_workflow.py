@@ -180,7 +180,7 @@ def test_every_source_reaches_features_and_metrics(sources_run, dataset):
     assert table["Metadata_cell"].is_unique
     features = table[[c for c in table.columns if not c.startswith("Metadata_")]].to_numpy()
     assert features.shape[1] == 4 and np.isfinite(features).all() and features.std(axis=0).max() > 0
-    assert (res / "embeddings" / "best_layer_umap.png").stat().st_size > 0
+    assert (res / "embeddings" / "best_umap.png").stat().st_size > 0
 
 
 def test_source_metadata_travels_to_features(sources_run):
