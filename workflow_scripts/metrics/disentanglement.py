@@ -28,6 +28,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 
+from workflow_scripts.metrics._checks import real_matrix
+
 __all__ = ["histogram_discretize", "mig", "sap"]
 
 
@@ -52,7 +54,7 @@ def histogram_discretize(values: np.ndarray, n_bins: int = 20) -> np.ndarray:
     """
     arr = np.asarray(values)
     one_d = arr.ndim == 1
-    A = _as_matrix(arr[:, None] if one_d else arr, "values")
+    A = real_matrix(arr[:, None] if one_d else arr, "values", min_rows=2)
     _check_bins(n_bins)
     out = np.empty(A.shape, dtype=np.int64)
     for j in range(A.shape[1]):
@@ -99,7 +101,7 @@ def mig(
     ``(bins_z - 1)(bins_v - 1) / (2 N)``: with few samples, unrelated dimensions do not
     score exactly 0.
     """
-    Z = _as_matrix(codes, "codes")
+    Z = real_matrix(codes, "codes", min_rows=2)
     V = _as_factors(factors, Z.shape[0])
     _check_bins(n_bins)
     if Z.shape[1] < 2:
@@ -171,7 +173,7 @@ def sap(
     the single dimension; convergence warnings are silenced (the fit is 1-D). If the
     training part of a discrete factor holds one class, that class is predicted.
     """
-    Z = _as_matrix(codes, "codes")
+    Z = real_matrix(codes, "codes", min_rows=2)
     V = _as_factors(factors, Z.shape[0])
     _check_bins(n_bins)
     if Z.shape[1] < 2:
@@ -260,21 +262,9 @@ def _discrete_factors(V: np.ndarray, is_discrete: np.ndarray, n_bins: int) -> np
     return out
 
 
-def _as_matrix(A, name: str) -> np.ndarray:
-    A = np.asarray(A)
-    if A.ndim != 2 or A.shape[0] < 2 or A.shape[1] < 1:
-        raise ValueError(f"{name} must be a 2-D array with at least 2 rows and 1 column; got shape {A.shape}")
-    if not (np.issubdtype(A.dtype, np.floating) or np.issubdtype(A.dtype, np.integer)) or A.dtype == bool:
-        raise ValueError(f"{name} must hold real numbers; got dtype {A.dtype}")
-    A = A.astype(np.float64, copy=False)
-    if not np.isfinite(A).all():
-        raise ValueError(f"{name} must contain only finite values; found NaN or inf")
-    return A
-
-
 def _as_factors(factors, n: int) -> np.ndarray:
     arr = np.asarray(factors)
-    V = _as_matrix(arr[:, None] if arr.ndim == 1 else arr, "factors")
+    V = real_matrix(arr[:, None] if arr.ndim == 1 else arr, "factors", min_rows=2)
     if V.shape[0] != n:
         raise ValueError(f"codes and factors must have the same number of rows; got {n} and {V.shape[0]}")
     return V

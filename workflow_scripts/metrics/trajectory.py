@@ -30,6 +30,8 @@ import warnings
 import numpy as np
 from scipy import sparse, stats
 
+from workflow_scripts.metrics._checks import real_matrix
+
 __all__ = ["backbone", "project_onto_polyline"]
 
 
@@ -101,7 +103,7 @@ def backbone(
     centroid lands among later ones on average, and vice versa).
     Kendall's tau is tau-b (ties in ``t`` or positions allowed).
     """
-    X = _as_features(features)
+    X = real_matrix(features, "features")
     n = X.shape[0]
     t = _as_positions(t, n)
     if not _is_int(n_bins) or n_bins < 3:
@@ -219,8 +221,8 @@ def project_onto_polyline(
         Position of each point. Among segments at exactly the same distance the first
         wins; a zero-length segment counts as its vertex.
     """
-    P = _as_features(points, "points")
-    V = _as_features(vertices, "vertices")
+    P = real_matrix(points, "points")
+    V = real_matrix(vertices, "vertices")
     if V.shape[0] < 2:
         raise ValueError(f"vertices must hold at least 2 points; got {V.shape[0]}")
     if P.shape[1] != V.shape[1]:
@@ -290,18 +292,6 @@ def _rank_correlations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         rho = stats.spearmanr(x, y).statistic
         tau = stats.kendalltau(x, y).statistic
     return float(rho), float(tau)
-
-
-def _as_features(A, name: str = "features") -> np.ndarray:
-    A = np.asarray(A)
-    if A.ndim != 2 or A.shape[0] < 1 or A.shape[1] < 1:
-        raise ValueError(f"{name} must be a non-empty 2-D array (N, F); got shape {A.shape}")
-    if not (np.issubdtype(A.dtype, np.floating) or np.issubdtype(A.dtype, np.integer)) or A.dtype == bool:
-        raise ValueError(f"{name} must hold real numbers; got dtype {A.dtype}")
-    A = A.astype(np.float64, copy=False)
-    if not np.isfinite(A).all():
-        raise ValueError(f"{name} must contain only finite values; found NaN or inf")
-    return A
 
 
 def _as_positions(t, n: int) -> np.ndarray:
