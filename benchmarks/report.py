@@ -117,6 +117,8 @@ def metrics_scaling(data: dict) -> str:
 SECTIONS = {
     "train_throughput": train_throughput,
     "train_throughput_full": train_throughput,
+    "train_throughput_cuda": train_throughput,
+    "train_throughput_full_cuda": train_throughput,
     "metrics_scaling": metrics_scaling,
 }
 

@@ -249,6 +249,7 @@ EXAMPLE_FILES = {
     "bbbc021.yaml": [],
     "example_human.yaml": [],
     "all_families.yaml": [],
+    "full_gpu.yaml": [],
 }
 
 
