@@ -56,12 +56,16 @@ MB = 1e6
 # name -> (what is called, short description); the order is the table's.
 METRICS = {
     "neighbourhood_curves": (
-        "neighbourhood_curves(X, Y, neighbourhood_sizes(N))",
-        "T, C, Q_NX, LCMC at 20 sizes, 1%..20% of N",
+        'neighbourhood_curves(X, Y, neighbourhood_sizes(N), precision="float32")',
+        "T, C, Q_NX, LCMC at 20 sizes, 1%..20% of N, float32 distances (the workflow's default arithmetic)",
     ),
-    "trustworthiness_continuity": (
-        "trustworthiness_continuity(X, Y, [5, 10, 20, 50])",
-        "T and C at the workflow's default sizes",
+    "neighbourhood_curves_float64": (
+        "neighbourhood_curves(X, Y, neighbourhood_sizes(N))",
+        "the same in float64, the exact reference arithmetic",
+    ),
+    "neighbourhood_workflow": (
+        'neighbourhood_curves(X, Y, [5, 10, 20, 50] + neighbourhood_sizes(N, cap=500), precision="float32")',
+        "as the workflow's evaluation calls it: summary sizes and the curve capped at metrics.max_k",
     ),
     "logreg_accuracy": ("logreg_accuracy(Y, labels, groups=fields)", "grouped 5-fold CV"),
     "knn_accuracy": ("knn_accuracy(Y, labels, fields)", "k = 1, 5, 10, cosine, grouped 5-fold CV"),
@@ -141,16 +145,18 @@ def child(name: str, folder: Path) -> dict:
     fields = np.load(folder / "fields.npy")
     n = len(Y)
 
-    if name == "neighbourhood_curves":
+    if name in ("neighbourhood_curves", "neighbourhood_curves_float64"):
+        precision = "float64" if name.endswith("float64") else "float32"
 
         def call():
-            r = neighbourhood.neighbourhood_curves(X, Y, neighbourhood.neighbourhood_sizes(n))
-            return {"auc_trustworthiness": r["auc"]["trustworthiness"], "auc_lcmc": r["auc"]["lcmc"], "ks": r["ks"]}
+            r = neighbourhood.neighbourhood_curves(X, Y, neighbourhood.neighbourhood_sizes(n), precision=precision)
+            return {"auc": r["auc"], "ks": r["ks"]}
 
-    elif name == "trustworthiness_continuity":
+    elif name == "neighbourhood_workflow":
 
         def call():
-            r = neighbourhood.trustworthiness_continuity(X, Y, [k for k in DEFAULT_KS if k < n / 2])
+            ks = sorted({k for k in DEFAULT_KS if k < n / 2} | set(neighbourhood.neighbourhood_sizes(n, cap=500)))
+            r = neighbourhood.neighbourhood_curves(X, Y, ks, precision="float32")
             return {"trustworthiness_10": r["trustworthiness"][10], "continuity_10": r["continuity"][10]}
 
     elif name == "logreg_accuracy":
@@ -308,6 +314,9 @@ def main(argv=None):
         help="stop a run after this many seconds (data loading included); the metric is then not run at larger N",
     )
     parser.add_argument("--sklearn-max-gb", type=float, default=12.0)
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the earlier --out file's rows of the metrics not run this time"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT / "metrics_scaling.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -322,7 +331,7 @@ def main(argv=None):
     load_start = os.getloadavg()
     print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}", flush=True)
     machine = machine_info(args.threads)
-    rows, comparisons = [], []
+    rows, comparisons, precision_comparison = [], [], []
     over_limit: dict[str, int] = {}  # metric -> the N at which a run went past --limit-s
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
@@ -402,6 +411,10 @@ def main(argv=None):
                             "abs_difference": abs(ref["result"]["value"] - ours["result"]["value"]),
                         }
                     )
+            f32, f64 = by_name.get("neighbourhood_curves", {}), by_name.get("neighbourhood_curves_float64", {})
+            if "result" in f32 and "result" in f64:
+                diffs = {m: abs(f32["result"]["auc"][m] - f64["result"]["auc"][m]) for m in f64["result"]["auc"]}
+                precision_comparison.append({"n": n, "auc_abs_difference": diffs})
             for path in folder.iterdir():
                 path.unlink()
 
@@ -449,8 +462,18 @@ def main(argv=None):
         },
         "rows": rows,
         "sklearn_comparison": comparisons,
+        "precision_comparison": precision_comparison,
         "target": target,
     }
+    if args.merge and args.out.exists():
+        # Keep the earlier measurements of the metrics not run this time.
+        old = json.loads(args.out.read_text())
+        ran = {(r["metric"], r["n"]) for r in rows}
+        meta["rows"] = [r for r in old["rows"] if (r["metric"], r["n"]) not in ran and r["metric"] in METRICS] + rows
+        if not comparisons:
+            meta["sklearn_comparison"] = old.get("sklearn_comparison", [])
+        meta["command"] = old["command"] + "`, then `" + meta["command"]
+        meta["earlier"] = {k: old[k] for k in ("started", "elapsed_s", "load_average_start", "load_average_end")}
     args.out.write_text(json.dumps(meta, indent=2) + "\n")
 
 

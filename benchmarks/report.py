@@ -59,7 +59,12 @@ def metrics_scaling(data: dict) -> str:
     load0, load1 = data["load_average_start"], data["load_average_end"]
     d = data["data"]
     lines = [
-        f"Command: `{data['command'].strip()}` ({data['elapsed_s'] / 60:.0f} min in all, {data['started']})  ",
+        f"Command: `{data['command'].strip()}` ({data['elapsed_s'] / 60:.0f} min in all, {data['started']}"
+        + (
+            f"; the rows not re-run are from the earlier command, {data['earlier']['started']})  "
+            if "earlier" in data
+            else ")  "
+        ),
         f"Machine: {m['cpu_cores']} CPU cores ({m['cpu']}), {m['ram_gib']} GiB RAM, {m['threads']} threads "
         f"(OMP / OpenBLAS / MKL), {m['platform']}, Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, "
         f"scikit-learn {m['sklearn']}, torch {m['torch']}, BLAS: {m['blas']}.  ",
@@ -96,6 +101,21 @@ def metrics_scaling(data: dict) -> str:
                 f"{_seconds(c['sklearn_wall_s'])}, {_megabytes(c['sklearn_peak_rss_mb'])} | "
                 f"{c['time_ratio']:.1f}x | {c['memory_ratio']:.1f}x | {c['extra_memory_ratio']:.0f}x | "
                 f"{c['abs_difference']:.1e} |"
+            )
+    if data.get("precision_comparison"):
+        lines += [
+            "",
+            "float32 against float64 distances (`neighbourhood_curves` rows above): largest absolute difference of the "
+            "curve AUCs.",
+            "",
+            "| N | trustworthiness AUC | continuity AUC | Q_NX AUC | LCMC AUC |",
+            "|---|---|---|---|---|",
+        ]
+        for c in data["precision_comparison"]:
+            diff = c["auc_abs_difference"]
+            lines.append(
+                f"| {c['n']:,} | {diff['trustworthiness']:.1e} | {diff['continuity']:.1e} | {diff['q_nx']:.1e} | "
+                f"{diff['lcmc']:.1e} |"
             )
     t = data["target"]
     measured = ""

@@ -112,7 +112,16 @@ def main(argv=None):
             settings = [False] + ([True] if device.type == "cuda" else [])
             for amp in settings:
                 row = bench_family(
-                    family, args.preset, table, arrays, device, args.steps, args.warmup, args.repeats, args.batch_size, amp
+                    family,
+                    args.preset,
+                    table,
+                    arrays,
+                    device,
+                    args.steps,
+                    args.warmup,
+                    args.repeats,
+                    args.batch_size,
+                    amp,
                 )
                 print(json.dumps(row), flush=True)
                 rows.append(row)

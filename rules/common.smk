@@ -452,6 +452,18 @@ def profile_tables(dataset):
     ]
 
 
+def h5ad_tables(dataset):
+    """AnnData exports (``profiles.h5ad``): per cell ``profiles/<name>/<layer>.cells.h5ad``
+    and per group ``profiles/<name>/<layer>.h5ad``; none when the option is off."""
+    if not config["profiles"]["h5ad"]:
+        return []
+    return [
+        path.replace(".parquet", suffix)
+        for path in profile_tables(dataset)
+        for suffix in (".cells.h5ad", ".h5ad")
+    ]
+
+
 def all_feature_tables(wildcards):
     return feature_tables(wildcards.dataset)
 
@@ -498,6 +510,7 @@ def final_outputs():
             f"results/{dataset}/embeddings/best_umap.png",
             f"results/{dataset}/metrics/comparison.html",
             *profile_tables(dataset),
+            *h5ad_tables(dataset),
             f"results/{dataset}/qc/drops.csv",
         ]
         if DATASETS[dataset]["source"] != "crops":

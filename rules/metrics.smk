@@ -108,7 +108,8 @@ rule aggregate_profiles:
     input:
         all_feature_tables,
     output:
-        profile_tables("{dataset}"),
+        profiles=profile_tables("{dataset}"),
+        h5ad=h5ad_tables("{dataset}"),
     log:
         "logs/{dataset}/aggregate_profiles.log",
     benchmark:

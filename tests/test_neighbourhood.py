@@ -395,3 +395,28 @@ def test_curves_memory_is_n_by_chunk():
         finally:
             tracemalloc.stop()
         assert peak < n * n * 8 / 4
+
+
+def test_float32_precision_is_close_to_float64(data):
+    """``precision="float32"`` (the workflow's default) only swaps near-tied neighbours: the
+    scores stay within rounding of the float64 reference and do not depend on chunking."""
+    X, Y = data
+    ks = [5, 10, 20, 50]
+    ref = neighbourhood_curves(X, Y, ks)
+    fast = neighbourhood_curves(X.astype(np.float32), Y, ks, chunk_size=64, precision="float32")
+    assert fast == neighbourhood_curves(X.astype(np.float32), Y, ks, chunk_size=7, precision="float32")
+    for k in ks:
+        assert fast["trustworthiness"][k] == pytest.approx(ref["trustworthiness"][k], abs=1e-5)
+        assert fast["continuity"][k] == pytest.approx(ref["continuity"][k], abs=1e-5)
+        assert fast["lcmc"][k] == pytest.approx(ref["lcmc"][k], abs=1e-3)
+    quality = local_quality(X, Y, k=10, precision="float32")
+    assert quality.mean() == pytest.approx(local_quality(X, Y, k=10).mean(), abs=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["float16", "double", None])
+def test_unknown_precision_is_rejected(data, precision):
+    X, Y = data
+    with pytest.raises(ValueError, match=r"precision must be one of \('float64', 'float32'\)"):
+        trustworthiness(X, Y, [5], precision=precision)
+    with pytest.raises(ValueError, match="precision"):
+        local_quality(X, Y, k=5, precision=precision)

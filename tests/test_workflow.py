@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from workflow_scripts.io import feature_columns
 from workflow_scripts.models.spec import FAMILIES, feature_layers, layer_names, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,6 +158,14 @@ def test_tiny_run_outputs(tiny_run):
     assert len(profile) == cells["Metadata_group"].nunique()
     assert profile["Metadata_n_cells"].sum() == len(cells) and "Metadata_class" in profile.columns
     assert (res / "profiles" / "handcrafted" / "all.parquet").exists()
+    # profiles.h5ad: AnnData files of the cells and of the profiles, same numbers as the tables.
+    with h5py.File(res / "profiles" / "vae" / "mu.h5ad", "r") as f:
+        assert f.attrs["encoding-type"] == "anndata"
+        np.testing.assert_allclose(f["X"][:], profile[feature_columns(profile)].to_numpy(np.float32))
+        assert [v.decode() for v in f["obs/_index"][:]] == profile["Metadata_group"].astype(str).tolist()
+    features = pd.read_parquet(res / "features" / "vae" / "mu.parquet")
+    with h5py.File(res / "profiles" / "vae" / "mu.cells.h5ad", "r") as f:
+        assert f["X"].shape == (len(features), len(feature_columns(features)))
 
 
 @pytest.mark.slow

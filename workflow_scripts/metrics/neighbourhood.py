@@ -40,6 +40,7 @@ __all__ = [
     "lcmc",
     "neighbourhood_sizes",
     "neighbourhood_curves",
+    "curve_auc",
     "local_quality",
 ]
 
@@ -52,7 +53,9 @@ _UPCAST_BLOCK_VALUES = 1 << 23
 _SUB_BLOCK_ROWS = 64
 
 
-def trustworthiness(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], *, chunk_size: int = 1024) -> dict[int, float]:
+def trustworthiness(
+    X: np.ndarray, Y: np.ndarray, ks: Sequence[int], *, chunk_size: int = 1024, precision: str = "float64"
+) -> dict[int, float]:
     """Trustworthiness of the embedding ``Y`` of ``X`` for several neighbourhood sizes.
 
     Equals ``sklearn.manifold.trustworthiness(X, Y, n_neighbors=k)`` (Euclidean) for each
@@ -74,6 +77,12 @@ def trustworthiness(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], *, chunk_si
         Rows per chunk. Peak extra memory is about ``chunk_size * N * 8`` bytes (one
         block of float64 distance rows; the two spaces' blocks never coexist) plus
         ``O(chunk_size * max(ks))`` for neighbour lists and ranks.
+    precision : {"float64", "float32"}, default="float64"
+        Arithmetic of the distance rows. ``"float32"`` about halves the time for a wide
+        input space (the matrix product and row sorts dominate) at the cost of possible rank
+        swaps between neighbours whose distances differ by less than float32 rounding
+        (sklearn returns float32 distances for float32 input too). On the benchmark data
+        T and C moved by 1e-10 to 1e-7 and Q_NX / LCMC by up to about 1e-4 (BENCHMARKS.md).
 
     Returns
     -------
@@ -91,10 +100,12 @@ def trustworthiness(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], *, chunk_si
     distances (e.g. duplicate samples) the two can differ slightly. Without ties the
     results agree.
     """
-    return _scores(X, Y, ks, chunk_size, want_trust=True, want_cont=False)["trustworthiness"]
+    return _scores(X, Y, ks, chunk_size, precision, want_trust=True, want_cont=False)["trustworthiness"]
 
 
-def continuity(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], *, chunk_size: int = 1024) -> dict[int, float]:
+def continuity(
+    X: np.ndarray, Y: np.ndarray, ks: Sequence[int], *, chunk_size: int = 1024, precision: str = "float64"
+) -> dict[int, float]:
     """Continuity of the embedding ``Y`` of ``X``: ``trustworthiness(Y, X, ks)``.
 
     High continuity means neighbours in the input space stay neighbours in the embedding
@@ -111,17 +122,23 @@ def continuity(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], *, chunk_size: i
         Neighbourhood sizes, each ``1 <= k < N / 2``.
     chunk_size : int, default=1024
         Rows per chunk.
+    precision : {"float64", "float32"}, default="float64"
+        Arithmetic of the distance rows. ``"float32"`` about halves the time for a wide
+        input space (the matrix product and row sorts dominate) at the cost of possible rank
+        swaps between neighbours whose distances differ by less than float32 rounding
+        (sklearn returns float32 distances for float32 input too). On the benchmark data
+        T and C moved by 1e-10 to 1e-7 and Q_NX / LCMC by up to about 1e-4 (BENCHMARKS.md).
 
     Returns
     -------
     dict of int to float
         ``{k: C(k)}`` for each distinct ``k`` in ``ks``.
     """
-    return _scores(X, Y, ks, chunk_size, want_trust=False, want_cont=True)["continuity"]
+    return _scores(X, Y, ks, chunk_size, precision, want_trust=False, want_cont=True)["continuity"]
 
 
 def trustworthiness_continuity(
-    X: np.ndarray, Y: np.ndarray, ks: Sequence[int], *, chunk_size: int = 1024
+    X: np.ndarray, Y: np.ndarray, ks: Sequence[int], *, chunk_size: int = 1024, precision: str = "float64"
 ) -> dict[str, dict[int, float]]:
     """Trustworthiness and continuity in one pass over the data.
 
@@ -141,16 +158,24 @@ def trustworthiness_continuity(
         Neighbourhood sizes, each ``1 <= k < N / 2``.
     chunk_size : int, default=1024
         Rows per chunk.
+    precision : {"float64", "float32"}, default="float64"
+        Arithmetic of the distance rows. ``"float32"`` about halves the time for a wide
+        input space (the matrix product and row sorts dominate) at the cost of possible rank
+        swaps between neighbours whose distances differ by less than float32 rounding
+        (sklearn returns float32 distances for float32 input too). On the benchmark data
+        T and C moved by 1e-10 to 1e-7 and Q_NX / LCMC by up to about 1e-4 (BENCHMARKS.md).
 
     Returns
     -------
     dict
         ``{"trustworthiness": {k: T(k)}, "continuity": {k: C(k)}}``.
     """
-    return _scores(X, Y, ks, chunk_size, want_trust=True, want_cont=True)
+    return _scores(X, Y, ks, chunk_size, precision, want_trust=True, want_cont=True)
 
 
-def lcmc(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], chunk_size: int = 1024) -> dict[int, float]:
+def lcmc(
+    X: np.ndarray, Y: np.ndarray, ks: Sequence[int], chunk_size: int = 1024, *, precision: str = "float64"
+) -> dict[int, float]:
     """Local continuity meta-criterion (Chen & Buja 2009) of the embedding ``Y`` of ``X``.
 
     ``LCMC(k) = Q_NX(k) - k / (N - 1)`` with
@@ -162,13 +187,19 @@ def lcmc(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], chunk_size: int = 1024
     Parameters
     ----------
     X : ndarray of shape (N, D)
-        Input space, any real dtype (distances in float64).
+        Input space, any real dtype (distances in the ``precision`` arithmetic).
     Y : ndarray of shape (N, d)
         Embedding of the same ``N`` samples, in the same row order.
     ks : sequence of int
         Neighbourhood sizes, each ``1 <= k < N / 2`` (as for :func:`trustworthiness`).
     chunk_size : int, default=1024
         Rows per chunk.
+    precision : {"float64", "float32"}, default="float64"
+        Arithmetic of the distance rows. ``"float32"`` about halves the time for a wide
+        input space (the matrix product and row sorts dominate) at the cost of possible rank
+        swaps between neighbours whose distances differ by less than float32 rounding
+        (sklearn returns float32 distances for float32 input too). On the benchmark data
+        T and C moved by 1e-10 to 1e-7 and Q_NX / LCMC by up to about 1e-4 (BENCHMARKS.md).
 
     Returns
     -------
@@ -183,7 +214,7 @@ def lcmc(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], chunk_size: int = 1024
     exact distance ties (as for :func:`trustworthiness`). :func:`neighbourhood_curves`
     returns the same values together with ``Q_NX``, trustworthiness and continuity.
     """
-    return _scores(X, Y, ks, chunk_size, want_trust=False, want_cont=False, want_overlap=True)["lcmc"]
+    return _scores(X, Y, ks, chunk_size, precision, want_trust=False, want_cont=False, want_overlap=True)["lcmc"]
 
 
 def neighbourhood_sizes(
@@ -239,7 +270,9 @@ def neighbourhood_sizes(
     return [int(k) for k in np.unique(ks)]
 
 
-def neighbourhood_curves(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], chunk_size: int = 1024) -> dict:
+def neighbourhood_curves(
+    X: np.ndarray, Y: np.ndarray, ks: Sequence[int], chunk_size: int = 1024, *, precision: str = "float64"
+) -> dict:
     """Trustworthiness, continuity, ``Q_NX`` and LCMC over several ``k`` in one chunked pass.
 
     All four are sums over blocks of the co-ranking matrix (Lee & Verleysen 2009); they
@@ -249,13 +282,19 @@ def neighbourhood_curves(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], chunk_
     Parameters
     ----------
     X : ndarray of shape (N, D)
-        Input space, any real dtype (distances in float64).
+        Input space, any real dtype (distances in the ``precision`` arithmetic).
     Y : ndarray of shape (N, d)
         Embedding of the same ``N`` samples, in the same row order.
     ks : sequence of int
         Neighbourhood sizes, each ``1 <= k < N / 2``; see :func:`neighbourhood_sizes`.
     chunk_size : int, default=1024
         Rows per chunk.
+    precision : {"float64", "float32"}, default="float64"
+        Arithmetic of the distance rows. ``"float32"`` about halves the time for a wide
+        input space (the matrix product and row sorts dominate) at the cost of possible rank
+        swaps between neighbours whose distances differ by less than float32 rounding
+        (sklearn returns float32 distances for float32 input too). On the benchmark data
+        T and C moved by 1e-10 to 1e-7 and Q_NX / LCMC by up to about 1e-4 (BENCHMARKS.md).
 
     Returns
     -------
@@ -273,19 +312,21 @@ def neighbourhood_curves(X: np.ndarray, Y: np.ndarray, ks: Sequence[int], chunk_
     The AUC weights each stretch of ``k`` by its length, so unevenly spaced sizes count
     by the range they cover, not by their number.
     """
-    scores = _scores(X, Y, ks, chunk_size, want_trust=True, want_cont=True, want_overlap=True)
+    scores = _scores(X, Y, ks, chunk_size, precision, want_trust=True, want_cont=True, want_overlap=True)
     ks_sorted = sorted(scores["trustworthiness"])
     out: dict = {"ks": ks_sorted}
     for name in ("trustworthiness", "continuity", "q_nx", "lcmc"):
         out[name] = {k: scores[name][k] for k in ks_sorted}
-    out["auc"] = {name: _curve_auc(ks_sorted, [out[name][k] for k in ks_sorted]) for name in _CURVES}
+    out["auc"] = {name: curve_auc(ks_sorted, [out[name][k] for k in ks_sorted]) for name in _CURVES}
     return out
 
 
 _CURVES = ("trustworthiness", "continuity", "q_nx", "lcmc")
 
 
-def _curve_auc(ks: list[int], values: list[float]) -> float:
+def curve_auc(ks: Sequence[int], values: Sequence[float]) -> float:
+    """Area under a metric's curve over ``k`` (sorted), normalised by the range of ``k``: the
+    mean height of the piecewise-linear curve; the single value when only one ``k`` is given."""
     if len(ks) == 1:
         return float(values[0])
     return float(np.trapezoid(values, ks) / (ks[-1] - ks[0]))
@@ -299,6 +340,7 @@ def local_quality(
     *,
     max_rank: int | None = None,
     max_rank_diff: int | None = None,
+    precision: str = "float64",
 ) -> np.ndarray:
     """Per-sample neighbourhood agreement between the input space ``X`` and the embedding ``Y``.
 
@@ -317,13 +359,19 @@ def local_quality(
     Parameters
     ----------
     X : ndarray of shape (N, D)
-        Input space, any real dtype (distances in float64).
+        Input space, any real dtype (distances in the ``precision`` arithmetic).
     Y : ndarray of shape (N, d)
         Embedding of the same ``N`` samples, in the same row order.
     k : int, default=10
         Neighbourhood size, ``1 <= k <= N - 1``.
     chunk_size : int, default=1024
         Rows per chunk; memory ``O(N * chunk_size)``.
+    precision : {"float64", "float32"}, default="float64"
+        Arithmetic of the distance rows. ``"float32"`` about halves the time for a wide
+        input space (the matrix product and row sorts dominate) at the cost of possible rank
+        swaps between neighbours whose distances differ by less than float32 rounding
+        (sklearn returns float32 distances for float32 input too). On the benchmark data
+        T and C moved by 1e-10 to 1e-7 and Q_NX / LCMC by up to about 1e-4 (BENCHMARKS.md).
     max_rank : int, optional
         Rank limit of the reference variant, ``>= 1``; values ``>= N - 1`` mean every
         other sample (the limit is lowered to ``N - 1``).
@@ -363,16 +411,17 @@ def local_quality(
             raise ValueError(f"max_rank_diff must be a non-negative integer; got {max_rank_diff!r}")
         m = min(int(max_rank), n - 1)
 
-    x_sq = _squared_norms(X)
-    y_sq = _squared_norms(Y)
+    work = _work_dtype(precision)
+    x_sq = _squared_norms(X, work)
+    y_sq = _squared_norms(Y, work)
     scores = np.empty(n, dtype=np.float64)
     positions = np.arange(1, m + 1)  # rank in Y of the m-th nearest neighbour in Y
     for start in range(0, n, chunk_size):
         rows = np.arange(start, min(start + chunk_size, n))
-        d_y = _squared_distance_rows(Y, y_sq, rows)
+        d_y = _squared_distance_rows(Y, y_sq, rows, work)
         nbrs_y = _nearest(d_y, m)
         del d_y
-        d_x = _squared_distance_rows(X, x_sq, rows)
+        d_x = _squared_distance_rows(X, x_sq, rows, work)
         ranks_x = _ranks(d_x, nbrs_y)
         del d_x
         both = ranks_x <= m
@@ -390,11 +439,12 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _scores(X, Y, ks, chunk_size, *, want_trust: bool, want_cont: bool, want_overlap: bool = False) -> dict:
+def _scores(X, Y, ks, chunk_size, precision, *, want_trust: bool, want_cont: bool, want_overlap: bool = False) -> dict:
     X, Y, ks = _validate(X, Y, ks, chunk_size)
+    work = _work_dtype(precision)
     n = X.shape[0]
     kmax = max(ks)
-    spaces = {"x": (X, _squared_norms(X)), "y": (Y, _squared_norms(Y))}
+    spaces = {"x": (X, _squared_norms(X, work)), "y": (Y, _squared_norms(Y, work))}
     ks_arr = np.asarray(ks)
     # Neighbour lists wanted per space: trustworthiness and Q_NX rank the neighbours in Y
     # within X, continuity ranks the neighbours in X within Y.
@@ -419,7 +469,7 @@ def _scores(X, Y, ks, chunk_size, *, want_trust: bool, want_cont: bool, want_ove
         visited: set[str] = set()
         for space in steps:
             A, a_sq = spaces[space]
-            dist = _squared_distance_rows(A, a_sq, rows)
+            dist = _squared_distance_rows(A, a_sq, rows, work)
             if other[space] in nbrs:
                 # Rank, within this space, of the other space's kmax nearest neighbours.
                 ranks = _ranks(dist, nbrs.pop(other[space]))
@@ -487,19 +537,29 @@ def _as_matrix(A, name: str) -> np.ndarray:
     return A
 
 
-def _row_blocks(A: np.ndarray):
-    """Yield row blocks of ``A`` as float64, each about ``_UPCAST_BLOCK_VALUES`` values."""
+def _work_dtype(precision: str) -> type:
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(_PRECISIONS)}; got {precision!r}")
+    return _PRECISIONS[precision]
+
+
+_PRECISIONS = {"float64": np.float64, "float32": np.float32}
+
+
+def _row_blocks(A: np.ndarray, dtype=np.float64):
+    """Yield row blocks of ``A`` as ``dtype``, each about ``_UPCAST_BLOCK_VALUES`` values."""
     step = max(1, _UPCAST_BLOCK_VALUES // max(1, A.shape[1]))
     for start in range(0, A.shape[0], step):
-        yield np.asarray(A[start : start + step], dtype=np.float64)
+        yield np.asarray(A[start : start + step], dtype=dtype)
 
 
-def _squared_norms(A: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.einsum("ij,ij->i", b, b) for b in _row_blocks(A)])
+def _squared_norms(A: np.ndarray, work=np.float64) -> np.ndarray:
+    # Norms are always summed in float64 and then rounded to the working precision once.
+    return np.concatenate([np.einsum("ij,ij->i", b, b) for b in _row_blocks(A)]).astype(work)
 
 
-def _squared_distance_rows(A: np.ndarray, a_sq: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Row-shifted squared Euclidean distances ``(len(rows), N)`` float64 from ``A[rows]``.
+def _squared_distance_rows(A: np.ndarray, a_sq: np.ndarray, rows: np.ndarray, work=np.float64) -> np.ndarray:
+    """Row-shifted squared Euclidean distances ``(len(rows), N)`` from ``A[rows]``, in ``work``.
 
     Entry ``[i, j]`` is ``||a_j||^2 - 2 a_i.a_j``, i.e. the squared distance minus the
     constant ``||a_i||^2`` of its row. Only the order within a row is ever used (nearest
@@ -507,16 +567,20 @@ def _squared_distance_rows(A: np.ndarray, a_sq: np.ndarray, rows: np.ndarray) ->
     passes over the largest array of the computation, and no rounding from adding and
     then cancelling ``||a_i||^2``. The sample's own entry is set to ``inf`` so it is never
     its own neighbour (as sklearn does with the diagonal).
+
+    ``work`` float32 (``precision="float32"``) halves the time of the matrix product -- most
+    of the cost for a wide input space such as pixels -- and of the row sorts; the price is
+    that neighbours whose distances differ by less than float32 rounding may swap ranks.
     """
     # Scaling the (c, D) chunk by -2 is cheaper than scaling the (c, N) product.
-    chunk = np.asarray(A[rows], dtype=np.float64) * -2.0
-    if A.dtype == np.float64:
+    chunk = np.asarray(A[rows], dtype=work) * work(-2.0)
+    if A.dtype == work:
         dist = chunk @ A.T
     else:
-        # Upcast the other side block by block instead of copying all of A to float64.
-        dist = np.empty((len(rows), A.shape[0]), dtype=np.float64)
+        # Convert the other side block by block instead of copying all of A.
+        dist = np.empty((len(rows), A.shape[0]), dtype=work)
         start = 0
-        for block in _row_blocks(A):
+        for block in _row_blocks(A, work):
             np.matmul(chunk, block.T, out=dist[:, start : start + len(block)])
             start += len(block)
     dist += a_sq[None, :]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.metrics.classification import cv_splits, knn_accuracy, logreg_accuracy, mlp_accuracy
-from workflow_scripts.metrics.neighbourhood import neighbourhood_curves, neighbourhood_sizes, trustworthiness_continuity
+from workflow_scripts.metrics.neighbourhood import curve_auc, neighbourhood_curves, neighbourhood_sizes
 from workflow_scripts.metrics.retrieval import aggregate_profiles, mean_average_precision
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ DEFAULTS = {
     "neighbors": [5, 10, 20, 50],
     "curve_sizes": 20,
     "max_k": 500,
+    "distance_precision": "float32",
     "n_splits": 5,
     "mlp": True,
     "mlp_epochs": 50,
@@ -82,21 +83,24 @@ def evaluate(
     n_splits = int(opts["n_splits"])
     result: dict = {"n_cells": n, "n_features": int(features.shape[1]), "skipped": {}}
 
-    # Neighbourhood preservation: the fixed sizes of the summary, and the curve over k.
+    # Neighbourhood preservation: the fixed sizes of the summary and the curve over k, in
+    # one pass over the distance rows (the extra sizes cost a few integer sums per chunk).
     ks = [k for k in opts["neighbors"] if k < n / 2]
-    neighbourhood = (
-        trustworthiness_continuity(pixels, features, ks) if ks else {"trustworthiness": {}, "continuity": {}}
-    )
-    result["trustworthiness"] = {str(k): v for k, v in neighbourhood["trustworthiness"].items()}
-    result["continuity"] = {str(k): v for k, v in neighbourhood["continuity"].items()}
     curve_ks = neighbourhood_sizes(n, count=int(opts["curve_sizes"]), cap=int(opts["max_k"]))
-    if curve_ks:
-        curves = neighbourhood_curves(pixels, features, curve_ks)
-        result["curves"] = {
-            "ks": [int(k) for k in curves["ks"]],
-            **{m: [float(curves[m][k]) for k in curves["ks"]] for m in ("trustworthiness", "continuity", "lcmc")},
-            "auc": {m: float(curves["auc"][m]) for m in ("trustworthiness", "continuity", "lcmc")},
-        }
+    result["trustworthiness"], result["continuity"] = {}, {}
+    if ks or curve_ks:
+        both = neighbourhood_curves(
+            pixels, features, sorted(set(ks) | set(curve_ks)), precision=opts["distance_precision"]
+        )
+        for m in ("trustworthiness", "continuity"):
+            result[m] = {str(k): both[m][k] for k in ks}
+        if curve_ks:
+            values = {m: [float(both[m][k]) for k in curve_ks] for m in ("trustworthiness", "continuity", "lcmc")}
+            result["curves"] = {
+                "ks": [int(k) for k in curve_ks],
+                **values,
+                "auc": {m: curve_auc(curve_ks, v) for m, v in values.items()},
+            }
 
     # Classifier probes: group-held-out folds are the honest number; stratified for reference.
     kw = {"n_splits": n_splits, "seed": seed}
