@@ -8,10 +8,19 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from workflow_scripts import datasets as ds_lib
+from workflow_scripts.config_check import config_errors
 from workflow_scripts.models.spec import feature_layers, resolve_model
 
-# Validate before any job runs: unknown keys and wrong types stop here, with the key named.
-# Missing keys take the schema's defaults.
+# Validate before any job runs: unknown keys and wrong types stop here, each with the key, the
+# value and what was expected. Missing keys take the schema's defaults.
+_config_errors = config_errors(
+    config, Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+)
+if _config_errors:
+    raise WorkflowError(
+        "Invalid configuration (config.yaml and any --configfile / --config):\n  "
+        + "\n  ".join(_config_errors)
+    )
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 

@@ -9,6 +9,7 @@ rule filter_cells:
             caption="../report/drops.rst",
             category="QC",
         ),
+        skipped="results/{dataset}/qc/skipped_fields.csv",
     log:
         "logs/{dataset}/filter_cells.log",
     benchmark:

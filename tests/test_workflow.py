@@ -262,6 +262,10 @@ def test_sigkill_during_training_then_rerun_resumes(tmp_path):
     assert not (tmp_path / target).exists()
 
     snakemake(tmp_path, "--unlock")
+    # Only the killed (incomplete) job is redone: synthesis, segmentation, filtering and tiling
+    # finished before the kill and are not planned again.
+    planned = planned_jobs(snakemake(tmp_path, target, "-n"))
+    assert {rule for rule in planned if rule != "total"} == {"train_model"}, planned
     snakemake(tmp_path, target)  # the profile's rerun-incomplete rebuilds the killed job
     text = log.read_text()
     assert f"after epoch {done}" in text and "resuming from checkpoint" in text

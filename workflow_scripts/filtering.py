@@ -24,7 +24,9 @@ def filter_cells(
     ----------
     cells : table of segmented cells (``Metadata_area``, ``QC_saturated_fraction``, ``group_by``).
     segmentation_qc : one record per shard from the segmentation stage (``n_fields``,
-        ``n_objects``, ``n_edge_dropped``, ``fields_without_cells``), counted in the drop table.
+        ``n_objects``, ``n_edge_dropped``, ``fields_without_cells`` and, when fields were
+        skipped on loading, ``fields_skipped``: ``{image, reason, message}`` records), counted
+        in the drop table.
 
     Returns
     -------
@@ -36,6 +38,10 @@ def filter_cells(
     def add(stage, reason, unit, count):
         rows.append({"stage": stage, "reason": reason, "unit": unit, "count": int(count)})
 
+    skipped = [f for r in segmentation_qc for f in r.get("fields_skipped", [])]
+    for reason in sorted({f["reason"] for f in skipped}):
+        # on_bad_image: skip -- fields left out when loading, by reason (missing_file, unreadable, ...)
+        add("load", f"bad_image_{reason}", "fields", sum(f["reason"] == reason for f in skipped))
     add("segment", "fields_read", "fields", sum(r["n_fields"] for r in segmentation_qc))
     add("segment", "no_nuclei_found", "fields", sum(len(r["fields_without_cells"]) for r in segmentation_qc))
     add("segment", "nuclei_detected", "cells", sum(r["n_objects"] for r in segmentation_qc))

@@ -4,25 +4,43 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+
+#: Errors that report bad input, configuration or files: their message names the file, key or
+#: value and what was expected, so the user sees that message and no traceback (which is kept
+#: in ``<log>.traceback``, for a bug report). Anything else is a bug and shows its traceback.
+USER_ERRORS = (ValueError, OSError)
 
 
 def run(snakemake, main) -> None:
     """Call ``main(snakemake)`` with logging sent to the rule's log file (and stderr).
 
-    An exception is written to the log with its traceback and re-raised, so Snakemake marks
-    the job failed and removes its outputs.
+    A failure exits non-zero, so Snakemake marks the job failed and removes its outputs.
     """
     handlers = [logging.StreamHandler(sys.stderr)]
+    file_handler = None
     if snakemake.log:
-        handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
+        file_handler = logging.FileHandler(snakemake.log[0], mode="w")
+        handlers.append(file_handler)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=handlers,
         force=True,
     )
+    log = logging.getLogger(main.__module__)
     try:
         main(snakemake)
+    except USER_ERRORS as exc:
+        where = ""
+        if file_handler is not None:
+            # Beside the log, not in it: Snakemake shows a failed job's log to the user.
+            trace = f"{snakemake.log[0]}.traceback"
+            with open(trace, "w") as out:
+                out.write(traceback.format_exc())
+            where = f" (traceback for a bug report: {trace})"
+        log.error("rule %s failed: %s: %s%s", snakemake.rule, type(exc).__name__, exc, where)
+        sys.exit(1)
     except Exception:
-        logging.getLogger(main.__module__).exception("rule %s failed", snakemake.rule)
+        log.exception("rule %s failed", snakemake.rule)
         raise

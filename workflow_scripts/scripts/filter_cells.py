@@ -18,6 +18,12 @@ def main(smk):
     tables = [t for t in tables if len(t)]
     cells = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     qc = [json.load(open(path)) for path in smk.input.qc]
+    skipped = pd.DataFrame(
+        [f for r in qc for f in r.get("fields_skipped", [])], columns=["image", "reason", "message"]
+    )
+    write_csv(smk.output.skipped, skipped)
+    for row in skipped.itertuples():
+        log.warning("skipped field %s (%s): %s", row.image, row.reason, row.message)
     kept, drops = filter_cells(cells, qc, **smk.params.filter)
     if len(kept) == 0:
         raise ValueError(

@@ -24,15 +24,25 @@ def main(smk):
     crops, tables = [], []
     n_objects = 0
     empty_fields = []
+    crop = dict(smk.params.crop)
     for i, image in enumerate(images):
         image_id = fields["Metadata_image"].iloc[i]
-        field_crops, table, labels = segment_and_crop(
-            image,
-            nucleus_channel=int(smk.params.nucleus_channel),
-            segmentation=dict(smk.params.segmentation),
-            crop=dict(smk.params.crop),
-            truth=None if truth is None else truth[i],
-        )
+        if crop["edge"] == "drop" and int(crop["size"]) > min(image.shape[-2:]):
+            raise ValueError(
+                f"crop.size {crop['size']} is larger than field {image_id!r} ({image.shape[-2]} x {image.shape[-1]} "
+                "pixels): every cell would leave the image and be dropped. Expected crop.size <= the field's "
+                "height and width; lower crop.size or set crop.edge: pad"
+            )
+        try:
+            field_crops, table, labels = segment_and_crop(
+                image,
+                nucleus_channel=int(smk.params.nucleus_channel),
+                segmentation=dict(smk.params.segmentation),
+                crop=crop,
+                truth=None if truth is None else truth[i],
+            )
+        except ValueError as exc:
+            raise ValueError(f"{smk.input.fields}, field {image_id!r}: {exc}") from exc
         n_objects += int(labels.max())
         if smk.params.save_masks:
             import tifffile
@@ -50,7 +60,13 @@ def main(smk):
     channels = len(smk.params.channels)
     size = int(smk.params.crop["resize_to"] or smk.params.crop["size"])
     crops = np.concatenate(crops) if crops else np.zeros((0, channels, size, size), np.float32)
-    cells = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"Metadata_image": []})
+    # A shard without a single cell (every field skipped, empty or without nuclei) still writes
+    # its (empty) outputs, so the drop counts of its fields reach qc/drops.csv.
+    cells = (
+        pd.concat(tables, ignore_index=True)
+        if tables
+        else pd.DataFrame({"Metadata_image": pd.Series([], dtype=str), "Metadata_label": pd.Series([], dtype=np.int64)})
+    )
 
     # Field metadata (class, group, batch...) and per-object ground truth travel with each cell.
     cells = cells.merge(fields, on="Metadata_image", how="left", validate="many_to_one")
@@ -76,6 +92,7 @@ def main(smk):
             "n_crops": int(len(cells)),
             "n_edge_dropped": n_objects - int(len(cells)),
             "fields_without_cells": empty_fields,
+            "fields_skipped": fields.attrs.get("skipped_fields", []),
         },
     )
     log.info("%d fields, %d nuclei, %d crops", len(images), n_objects, len(cells))

@@ -321,6 +321,21 @@ def field_index(path: str | os.PathLike) -> pd.DataFrame:
 # --- reading pixels -------------------------------------------------------------------------
 
 
+class BadImageError(ValueError):
+    """A field that cannot be used as it is on disk; ``reason`` is one of
+    :data:`BAD_IMAGE_REASONS` (the drop reason counted when ``on_bad_image: skip``)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+#: Why a field is bad: its file is missing; cannot be decoded (empty, truncated, corrupt, not an
+#: image); holds other planes than the channels ask for; channel images differ in shape; has
+#: NaN or inf pixels.
+BAD_IMAGE_REASONS = ("missing_file", "unreadable", "wrong_channels", "shape_mismatch", "non_finite")
+
+
 def read_planes(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
     """An image file as planes ``(P, H, W)`` and whether the planes are colour samples (RGB).
 
@@ -405,25 +420,36 @@ def read_channels(files: dict[str, str], channels: Sequence[dict], root) -> np.n
         rel = files[str(channel["key"])]
         path = root / rel
         if rel not in cache:
+            if not path.is_file():
+                raise BadImageError(f"{path}: file not found (listed for channel {channel['key']!r})", "missing_file")
+            if path.stat().st_size == 0:
+                raise BadImageError(f"{path}: the file is empty (0 bytes); expected an image", "unreadable")
             try:
                 cache[rel] = read_planes(path)
-            except FileNotFoundError:
-                raise ValueError(f"{path}: file not found (listed for channel {channel['key']!r})") from None
-            except ValueError:
-                raise
-            except Exception as exc:  # a decoder's own error: say which file
-                raise ValueError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+            except Exception as exc:  # a decoder's own error (truncated, corrupt): say which file
+                raise BadImageError(f"{path}: cannot read image ({type(exc).__name__}: {exc})", "unreadable") from exc
         planes, colour = cache[rel]
-        plane = _plane(planes, colour, channel, counts[rel] > 1, path)
+        try:
+            plane = _plane(planes, colour, channel, counts[rel] > 1, path)
+        except ValueError as exc:
+            raise BadImageError(str(exc), "wrong_channels") from None
         out.append(plane)
         shapes.append((str(channel["key"]), rel, plane.shape))
     if len({s[2] for s in shapes}) > 1:
         desc = ", ".join(f"{k}: {r} {s}" for k, r, s in shapes)
-        raise ValueError(f"channel images of one field differ in shape: {desc}")
+        raise BadImageError(f"channel images of one field differ in shape: {desc}", "shape_mismatch")
     dtype = np.result_type(*[p.dtype for p in out])
     if dtype.kind != "u" or dtype.itemsize > 2:  # float, signed or 32-bit: float32
         dtype = np.dtype(np.float32)
-    return np.stack([p.astype(dtype, copy=False) for p in out])
+    field = np.stack([p.astype(dtype, copy=False) for p in out])
+    if dtype.kind == "f" and not np.isfinite(field).all():
+        bad = [
+            f"{k}: {r} ({np.count_nonzero(~np.isfinite(p))} values)"
+            for (k, r, _), p in zip(shapes, out)
+            if p.dtype.kind == "f" and not np.isfinite(p).all()
+        ]
+        raise BadImageError(f"NaN or inf pixels in {', '.join(bad)}; expected finite intensities", "non_finite")
+    return field
 
 
 def read_field(row: pd.Series, channels: Sequence[dict], root) -> np.ndarray:

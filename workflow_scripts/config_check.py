@@ -1,0 +1,52 @@
+"""Configuration errors a user can act on: every schema violation at once, each naming the key
+(as a dotted path), the value found and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+__all__ = ["config_errors"]
+
+
+def _key(path) -> str:
+    parts = []
+    for part in path:
+        if isinstance(part, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{part}]"]
+        else:
+            parts.append(str(part))
+    return ".".join(parts) or "(top level)"
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    key = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"{key}: {error.message}" + (f"; expected one of {allowed}" if allowed else "")
+    if error.validator in ("required", "dependentRequired", "minProperties"):
+        return f"{key}: {error.message}"
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    value = repr(error.instance)
+    value = value if len(value) <= 80 else value[:77] + "..."
+    message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+    text = f"{key} = {value}: {message}"
+    if description:
+        text += f" ({' '.join(str(description).split())})"
+    return text
+
+
+def config_errors(config: dict, schema_path: str | Path) -> list[str]:
+    """Every violation of the schema by ``config``, as one line each, deepest keys first
+    within each key; an empty list when the configuration is valid."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        # A oneOf/anyOf failure lists its branches' reasons: report the most specific one.
+        if error.context:
+            error = jsonschema.exceptions.best_match(error.context)
+        errors.append(_message(error))
+    return errors
