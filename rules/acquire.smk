@@ -21,12 +21,14 @@ rule synthesize_fields:
         "logs/{dataset}/synthesize_fields/{shard}.bench.tsv"
     wildcard_constraints:
         dataset=datasets_regex("synthetic"),
+    group:
+        "acquire_shards"
     conda:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=shard_mem_mb(1000, 16),
+        runtime=shard_runtime(2, 2),
     params:
         seed=config["seed"],
         indices=shard_fields,
@@ -50,8 +52,8 @@ rule download_manifest:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=1440,
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(1440),
     params:
         root=dataset_root,
         download=lambda wc: DATASETS[wc.dataset]["download"],
@@ -74,8 +76,8 @@ rule acquire_hpa:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=1440,
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(1440),
     params:
         root=dataset_root,
         options=hpa_options,
@@ -97,8 +99,8 @@ rule acquire_bbbc:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=1440,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(1440),
     params:
         root=dataset_root,
         options=bbbc_options,
@@ -122,8 +124,8 @@ checkpoint index_dataset:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(30),
     params:
         entry=dataset_entry,
         root=dataset_root,
@@ -151,12 +153,14 @@ rule load_fields:
         "logs/{dataset}/load_fields/{shard}.bench.tsv"
     wildcard_constraints:
         dataset=datasets_regex("local", "manifest", "hpa", "bbbc"),
+    group:
+        "acquire_shards"
     conda:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=shard_mem_mb(1000, 16),
+        runtime=shard_runtime(2, 2),
     params:
         entry=dataset_entry,
         root=dataset_root,
@@ -178,12 +182,14 @@ rule load_crops:
         "logs/{dataset}/load_crops/{shard}.bench.tsv"
     wildcard_constraints:
         dataset=datasets_regex("crops"),
+    group:
+        "acquire_shards"
     conda:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=shard_mem_mb(1000, 16),
+        runtime=shard_runtime(2, 2),
     params:
         entry=dataset_entry,
         root=dataset_root,

@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 from workflow_scripts import datasets as ds_lib
 from workflow_scripts.config_check import config_errors
-from workflow_scripts.models.spec import feature_layers, resolve_model
+from workflow_scripts.models.spec import feature_layers, layer_names, resolve_model
 
 # Validate before any job runs: unknown keys and wrong types stop here, each with the key, the
 # value and what was expected. Missing keys take the schema's defaults.
@@ -369,6 +369,9 @@ def train_inputs(wildcards):
         "cells": f"results/{wildcards.dataset}/cells.parquet",
         "arrays": cell_shard_arrays(wildcards),
     }
+    if MODELS[wildcards.model].get("feedback"):
+        # Expert feedback is an input: editing the CSV retrains this model (and its downstream).
+        inputs["feedback"] = MODELS[wildcards.model]["feedback"]
     if MODELS[wildcards.model]["input"] == "tiles":
         inputs["tiles"] = tile_shard_arrays(wildcards)
         inputs["tile_tables"] = tile_shard_tables(wildcards)
@@ -508,6 +511,41 @@ def embedding_outputs():
     return outputs
 
 
+def guided_pairs():
+    """Guided model -> the unguided model of the same family it is compared with (the first
+    one configured), for the before/after table of the report."""
+    pairs = {}
+    for name, params in MODELS.items():
+        if params.get("guided"):
+            base = [
+                other
+                for other, p in MODELS.items()
+                if p["family"] == params["family"] and not p.get("guided")
+            ]
+            if base:
+                pairs[name] = base[0]
+    return pairs
+
+
+def explorer_pages(dataset):
+    """Explorer pages: per model, the layers of ``explorer.layers`` or its last layer."""
+    pages = []
+    for model in MODELS:
+        family = MODELS[model]["family"]
+        layers = config["explorer"]["layers"].get(
+            model, [layer_names(family, MODELS[model])[-1]]
+        )
+        known = model_layers(model)
+        for layer in layers:
+            if layer not in known:
+                raise WorkflowError(
+                    f"Invalid configuration: explorer.layers.{model}: {layer!r} is not a "
+                    f"layer of {model}; expected one of {known}"
+                )
+            pages.append(f"results/{dataset}/explorer/{model}/{layer}.html")
+    return pages
+
+
 def final_outputs():
     """What `snakemake all` builds: per dataset the metric summary, the embedding of the
     best layer, QC figures and every model's training outputs."""
@@ -520,6 +558,7 @@ def final_outputs():
             f"results/{dataset}/metrics/comparison.html",
             *profile_tables(dataset),
             *h5ad_tables(dataset),
+            *explorer_pages(dataset),
             f"results/{dataset}/qc/drops.csv",
         ]
         if DATASETS[dataset]["source"] != "crops":
@@ -534,3 +573,74 @@ def final_outputs():
             if MODELS[model]["input"] == "tiles":
                 outputs.append(f"results/{dataset}/models/{model}/stitched.png")
     return outputs
+
+
+# --- Cluster sizing (the SLURM profile, profiles/slurm) -----------------------------------------
+# Per-shard jobs ask for memory and time in proportion to the pixels of their shard; every job
+# asks for more on each retry (`attempt` is 1, then 2, ...; the SLURM profile sets `retries`), so
+# a job the cluster killed for memory or time gets more when it is resubmitted.
+import math
+
+#: Pixels of one field where the configuration does not say (real microscopy: 2048 x 2048).
+ASSUMED_FIELD_PIXELS = 2048 * 2048
+
+
+def shard_megapixels(wildcards):
+    """Millions of pixel values (fields x height x width x channels) in one shard."""
+    entry = DATASETS[wildcards.dataset]
+    if entry["source"] == "synthetic":
+        fields = len(ds_lib.shard_fields(entry, wildcards.shard))
+        pixels = entry["field_size"] ** 2
+    else:
+        fields = entry["shard_size"]
+        pixels = (
+            (2 * config["crop"]["resize_to"]) ** 2
+            if entry["source"] == "crops"
+            else ASSUMED_FIELD_PIXELS
+        )
+    channels = ds_lib.normalize_channels(entry) or ds_lib.SYNTHETIC_CHANNELS
+    return fields * pixels * len(channels) / 1e6
+
+
+def shard_mem_mb(base_mb, mb_per_megapixel):
+    """Memory of a per-shard job: a base plus so much per megapixel of the shard."""
+
+    def mem_mb(wildcards, attempt):
+        mpx = shard_megapixels(wildcards)
+        return attempt * (base_mb + math.ceil(mb_per_megapixel * mpx))
+
+    return mem_mb
+
+
+def shard_runtime(base_minutes, seconds_per_megapixel):
+    """Wall time (minutes) of a per-shard job: a base plus so long per megapixel."""
+
+    def runtime(wildcards, attempt):
+        mpx = shard_megapixels(wildcards)
+        return attempt * (base_minutes + math.ceil(seconds_per_megapixel * mpx / 60))
+
+    return runtime
+
+
+def retry_scaled(value):
+    """A resource that is ``value`` on the first attempt, twice that on the second, ..."""
+    return lambda wildcards, attempt: value * attempt
+
+
+def share_set_resources(family, rules):
+    """Rules generated per model (``extract_features_<model>``, ``evaluate_<name>``) take the
+    ``--set-resources`` (a profile's ``set-resources:``) given for their family name, e.g.
+    ``extract_features``; an entry naming the rule itself wins, key by key. Called before the
+    rules are defined; the submitted jobs' own Snakemake receives the merged entries."""
+    given = getattr(workflow.resource_settings, "_parsed_overwrite_resources", None)
+    if not given or family not in given:
+        return
+    for name in rules:
+        merged = given[family].copy()
+        if name in given:
+            merged.update(given[name])
+        given[name] = merged
+
+
+share_set_resources("extract_features", [f"extract_features_{m}" for m in MODELS])
+share_set_resources("evaluate", [f"evaluate_{name}" for name in evaluated_layers()])

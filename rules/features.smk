@@ -23,8 +23,8 @@ for _model in MODELS:
             "../envs/torch.yaml"
         threads: 4
         resources:
-            mem_mb=8000,
-            runtime=60,
+            mem_mb=retry_scaled(8000),
+            runtime=retry_scaled(60),
         params:
             layers=model_layers(_model),
             pooling=POOLING,
@@ -48,8 +48,8 @@ rule pca_features:
         "../envs/core.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=retry_scaled(8000),
+        runtime=retry_scaled(30),
     params:
         n_components=config["metrics"]["pca_components"],
         split=config["split"],
@@ -72,8 +72,8 @@ rule handcrafted_features:
         "../envs/core.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(60),
     params:
         kind="handcrafted",
         channels=dataset_channels,
@@ -98,8 +98,8 @@ rule random_cnn_features:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=retry_scaled(8000),
+        runtime=retry_scaled(60),
     params:
         kind="random_cnn",
         seed=config["seed"],
@@ -121,8 +121,8 @@ rule cell_count_features:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(5),
     params:
         kind="cellcount",
         group_by=config["metrics"]["group_by"],

@@ -18,8 +18,8 @@ rule filter_cells:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(10),
     params:
         filter=config["filter"],
     script:

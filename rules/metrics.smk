@@ -12,8 +12,8 @@ rule pixel_space:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=20,
+        mem_mb=retry_scaled(8000),
+        runtime=retry_scaled(20),
     params:
         label=config["metrics"]["label"],
         max_cells=config["metrics"]["max_cells"],
@@ -50,8 +50,8 @@ for _name, _layers in evaluated_layers().items():
             "../envs/torch.yaml"
         threads: 2
         resources:
-            mem_mb=8000,
-            runtime=120,
+            mem_mb=retry_scaled(8000),
+            runtime=retry_scaled(120),
         params:
             metrics=config["metrics"],
             seed=config["seed"],
@@ -96,10 +96,11 @@ rule summarize_metrics:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(5),
     params:
         families={name: m["family"] for name, m in MODELS.items()},
+        guided=guided_pairs(),
     script:
         "../workflow_scripts/scripts/summarize_metrics.py"
 
@@ -118,8 +119,8 @@ rule aggregate_profiles:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(20),
     params:
         by=config["profiles"]["by"],
         how=config["profiles"]["how"],

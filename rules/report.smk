@@ -1,3 +1,12 @@
+# Light report rules (the metric table and plots, the QC overlay) run on the submitting machine:
+# seconds of work each, not worth a cluster job.
+
+
+localrules:
+    summarize_metrics,
+    segmentation_overlay,
+
+
 rule embed_best_layer:
     input:
         summary="results/{dataset}/metrics/summary.csv",
@@ -13,8 +22,8 @@ rule embed_best_layer:
         "../envs/core.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(20),
     params:
         label=config["metrics"]["label"],
         group_by=config["metrics"]["group_by"],

@@ -13,12 +13,14 @@ rule segment_and_crop:
         "logs/{dataset}/segment_and_crop/{shard}.bench.tsv"
     wildcard_constraints:
         dataset=datasets_regex(*FIELD_SOURCES),
+    group:
+        "segment_shards"
     conda:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=shard_mem_mb(1000, 16),
+        runtime=shard_runtime(2, 2),
     params:
         nucleus_channel=nucleus_channel,
         channels=dataset_channels,
@@ -49,8 +51,8 @@ rule segmentation_overlay:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(10),
     params:
         nucleus_channel=nucleus_channel,
         segmentation=segmentation_params,

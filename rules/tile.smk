@@ -11,12 +11,14 @@ rule tile_fields:
         "logs/{dataset}/tile_fields/{shard}.bench.tsv"
     wildcard_constraints:
         dataset=datasets_regex(*FIELD_SOURCES),
+    group:
+        "tile_shards"
     conda:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=15,
+        mem_mb=shard_mem_mb(1000, 16),
+        runtime=shard_runtime(2, 2),
     params:
         tiling=config["tiling"],
     script:
@@ -37,8 +39,8 @@ rule tile_stats:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=15,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(15),
     params:
         split=config["split"],
         seed=config["seed"],

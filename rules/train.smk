@@ -30,8 +30,8 @@ rule train_model:
         "../envs/torch.yaml"
     threads: 4
     resources:
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=retry_scaled(8000),
+        runtime=retry_scaled(240),
     params:
         model=model_params,
         channels=dataset_channels,
@@ -65,8 +65,8 @@ rule stitch_reconstructions:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(20),
     params:
         tiling=config["tiling"],
         n_fields=2,

@@ -250,6 +250,7 @@ EXAMPLE_FILES = {
     "example_human.yaml": [],
     "all_families.yaml": [],
     "full_gpu.yaml": [],
+    "guided.yaml": ["feedback.csv"],
 }
 
 

@@ -44,8 +44,13 @@ def test_default_config_dry_run(tmp_path):
     assert {"extract_features_vae", "extract_features_pci", "extract_features_ae"} <= set(jobs)
     # One evaluation job per model and per baseline, each covering all its layers.
     assert {rule for rule in jobs if rule.startswith("evaluate_")} == {
-        "evaluate_pca", "evaluate_handcrafted", "evaluate_random_cnn", "evaluate_cellcount",
-        "evaluate_vae", "evaluate_pci", "evaluate_ae",
+        "evaluate_pca",
+        "evaluate_handcrafted",
+        "evaluate_random_cnn",
+        "evaluate_cellcount",
+        "evaluate_vae",
+        "evaluate_pci",
+        "evaluate_ae",
     }
 
 
@@ -82,8 +87,17 @@ def tiny_run(tmp_path_factory):
 def test_tiny_run_outputs(tiny_run):
     res = tiny_run / "results" / "tiny"
     cells = pd.read_parquet(res / "cells.parquet")
-    for column in ("Metadata_dataset", "Metadata_image", "Metadata_cell", "Metadata_x", "Metadata_y", "Metadata_area",
-                   "Metadata_class", "Metadata_group", "Metadata_trajectory"):
+    for column in (
+        "Metadata_dataset",
+        "Metadata_image",
+        "Metadata_cell",
+        "Metadata_x",
+        "Metadata_y",
+        "Metadata_area",
+        "Metadata_class",
+        "Metadata_group",
+        "Metadata_trajectory",
+    ):
         assert column in cells.columns, column
     assert cells["Metadata_cell"].is_unique
     assert cells["Metadata_trajectory"].notna().mean() > 0.9  # ground truth matched to segmented nuclei
@@ -127,30 +141,64 @@ def test_tiny_run_outputs(tiny_run):
 
     summary = pd.read_csv(res / "metrics" / "summary.csv")
     assert list(summary.columns[:5]) == ["model", "layer", "kind", "n_cells", "n_features"]
-    for column in ("logreg_accuracy_grouped", "logreg_f1_grouped", "logreg_accuracy_stratified", "mlp_accuracy_grouped",
-                   "knn5_accuracy_grouped", "map", "profile_map", "mutual_information", "trustworthiness",
-                   "continuity", "trustworthiness_auc", "continuity_auc", "lcmc_auc", "backbone_spearman",
-                   "backbone_tortuosity", "mig", "sap"):
+    for column in (
+        "logreg_accuracy_grouped",
+        "logreg_f1_grouped",
+        "logreg_accuracy_stratified",
+        "mlp_accuracy_grouped",
+        "knn5_accuracy_grouped",
+        "map",
+        "profile_map",
+        "mutual_information",
+        "trustworthiness",
+        "continuity",
+        "trustworthiness_auc",
+        "continuity_auc",
+        "lcmc_auc",
+        "backbone_spearman",
+        "backbone_tortuosity",
+        "mig",
+        "sap",
+    ):
         assert column in summary.columns, column
     assert len(summary) == tables
     assert summary.iloc[0][["model", "layer"]].tolist() == ["pca", "pixels"]
     baselines = summary[summary["kind"] == "baseline"]
     assert set(baselines["model"]) == {"pca", "handcrafted", "random_cnn", "cellcount"}
     assert set(summary.loc[summary["kind"] != "baseline", "kind"]) == set(FAMILIES)
-    bounded = ["logreg_accuracy_grouped", "mlp_accuracy_grouped", "map", "trustworthiness", "continuity",
-               "trustworthiness_auc", "lcmc_auc", "mig", "sap"]
+    bounded = [
+        "logreg_accuracy_grouped",
+        "mlp_accuracy_grouped",
+        "map",
+        "trustworthiness",
+        "continuity",
+        "trustworthiness_auc",
+        "lcmc_auc",
+        "mig",
+        "sap",
+    ]
     assert summary[bounded].apply(lambda s: s.dropna().between(-1e-9, 1)).all().all()
     # Every layer has every metric except where a baseline cannot have one (1-D cell count: no MIG/SAP).
     learned = summary[summary["kind"] != "baseline"]
     assert learned[bounded + ["mutual_information", "backbone_spearman"]].notna().all().all()
     layer_json = json.loads((res / "metrics" / "vae" / "mu.json").read_text())
-    assert len(layer_json["curves"]["ks"]) >= 3 and set(layer_json["curves"]["auc"]) == {"trustworthiness", "continuity", "lcmc"}
+    assert len(layer_json["curves"]["ks"]) >= 3 and set(layer_json["curves"]["auc"]) == {
+        "trustworthiness",
+        "continuity",
+        "lcmc",
+    }
     assert np.array(layer_json["logreg_grouped"]["confusion"]).sum() == layer_json["n_cells"]
     html = (res / "metrics" / "comparison.html").read_text()
     assert html.count("font-weight:bold") >= 10 and "handcrafted" in html
-    for name in ("embeddings/best_umap.png", "embeddings/best_tsne.png", "embeddings/handcrafted_umap.png",
-                 "embeddings/handcrafted_tsne.png", "qc/segmentation_overlay.png", "metrics/summary.png",
-                 "metrics/all_metrics.png"):
+    for name in (
+        "embeddings/best_umap.png",
+        "embeddings/best_tsne.png",
+        "embeddings/handcrafted_umap.png",
+        "embeddings/handcrafted_tsne.png",
+        "qc/segmentation_overlay.png",
+        "metrics/summary.png",
+        "metrics/all_metrics.png",
+    ):
         assert (res / name).stat().st_size > 1000, name
     coords = pd.read_parquet(res / "embeddings" / "best_layer.parquet")
     assert coords["local_quality"].between(0, 1).all() and {"UMAP_1", "TSNE_1"} <= set(coords.columns)
@@ -219,7 +267,9 @@ def test_report_builds_and_renders_in_chromium(tiny_run):
 def test_lint_and_format_clean():
     lint = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile"), "-d", str(REPO)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     fmt = subprocess.run(["snakefmt", "--check", str(REPO)], capture_output=True, text=True, timeout=300)
@@ -241,7 +291,18 @@ def test_sigkill_during_training_then_rerun_resumes(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     target = "results/tiny/models/vae/weights.safetensors"
     log = tmp_path / "logs" / "tiny" / "train_model" / "vae.log"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "2", target]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--cores",
+        "2",
+        target,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     try:
@@ -273,3 +334,84 @@ def test_sigkill_during_training_then_rerun_resumes(tmp_path):
     history = pd.read_csv(tmp_path / "results" / "tiny" / "models" / "vae" / "history.csv")
     assert list(history["epoch"]) == list(range(1, 13))
     assert not checkpoint.exists()
+
+
+@pytest.mark.slow
+def test_explorer_pages_open_and_work_in_a_real_browser(tiny_run):
+    """Each model's explorer page opens from disk in headless Chromium (Selenium): hovering a
+    point shows its thumbnail and metadata, a box drag selects cells, they are labelled and
+    exported as CSV (shown and downloaded). A screenshot goes to tests/artifacts/."""
+    from tests.explorer_browser import drive_explorer
+
+    res = tiny_run / "results" / "tiny"
+    pages = sorted((res / "explorer").glob("*/*.html"))
+    config = yaml.safe_load(TINY.read_text())
+    assert {p.parent.name for p in pages} == set(config["models"])
+    assert all(p.stat().st_size < 50e6 for p in pages)
+    artifacts = REPO / "tests" / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    seen = drive_explorer(res / "explorer" / "vae" / "mu.html", artifacts / "explorer_screenshot.png", tiny_run / "dl")
+    cells = pd.read_parquet(res / "cells.parquet").set_index("Metadata_cell")
+    assert seen["cell"] in cells.index
+    assert f"cell: {seen['cell']}" in seen["tooltip"]
+    assert f"class: {cells.loc[seen['cell'], 'Metadata_class']}" in seen["tooltip"]
+    assert seen["thumbnail_px"] == 32  # the crop's composite, decoded by the browser
+    assert seen["selected"] >= 1 and seen["feedback_rows"] == seen["selected"]
+    lines = seen["csv"].strip().splitlines()
+    assert lines[0] == "Metadata_cell,label,anchor_x,anchor_y,weight"
+    assert len(lines) == 1 + seen["selected"] and all(",mitotic,,,1" in line for line in lines[1:])
+    assert seen["downloaded"] == seen["csv"]
+    assert (artifacts / "explorer_screenshot.png").stat().st_size > 10_000
+
+
+def _planned(proc) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a (dry) run lists."""
+    text = proc.stdout + proc.stderr
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        head = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if head:
+            wildcards = re.search(r"wildcards: ([^\n]+)", block)
+            jobs.append((head.group(1), wildcards.group(1) if wildcards else ""))
+    return jobs
+
+
+@pytest.mark.slow
+def test_feedback_from_the_explorer_retrains_only_the_guided_model(tiny_run, tmp_path):
+    """Cells labelled in the explorer become a guided VAE's feedback. Adding the guided model
+    trains it alone (the finished models are not touched); editing the feedback file then
+    re-plans only that model's training and what depends on it."""
+    from tests.explorer_browser import drive_explorer
+
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    seen = drive_explorer(
+        work / "results" / "tiny" / "explorer" / "vae" / "mu.html", tmp_path / "shot.png", tmp_path / "dl"
+    )
+    (work / "feedback.csv").write_text(seen["downloaded"])
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["models"]["guided"] = {**config["models"]["vae"], "guided": True, "feedback": "feedback.csv"}
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+
+    proc = snakemake(work)
+    trained = {w for rule, w in _planned(proc) if rule == "train_model"}
+    assert trained == {"dataset=tiny, model=guided"}, trained
+    record = json.loads((work / "results" / "tiny" / "models" / "guided" / "model.json").read_text())
+    assert record["params"]["guided"] and record["params"]["feedback_classes"] == ["mitotic"]
+    log = (work / "logs" / "tiny" / "train_model" / "guided.log").read_text()
+    assert f"{seen['selected']} labelled cells (mitotic)" in log
+    summary = pd.read_csv(work / "results" / "tiny" / "metrics" / "summary.csv")
+    assert "guided" in set(summary["model"])
+    html = (work / "results" / "tiny" / "metrics" / "comparison.html").read_text()
+    assert "Expert feedback: guided (guided) against vae (unguided)" in html
+
+    with open(work / "feedback.csv", "a") as out:
+        out.write(
+            f"{pd.read_parquet(work / 'results' / 'tiny' / 'cells.parquet')['Metadata_cell'].iloc[-1]},interphase,,,1\n"
+        )
+    planned = _planned(snakemake(work, "-n"))
+    models = {re.search(r"model=(\w+)", w).group(1) for rule, w in planned if "model=" in w}
+    assert models == {"guided"}, planned
+    rules = {rule for rule, _ in planned}
+    assert "train_model" in rules and "extract_features_guided" in rules and "evaluate_guided" in rules
+    assert not rules & {"synthesize_fields", "segment_and_crop", "evaluate_vae", "extract_features_vae"}

@@ -90,8 +90,8 @@ def _to_device(batch, device: torch.device):
 
 
 def _augment(batch, generator: torch.Generator):
-    if isinstance(batch, dict):
-        return {k: augment_batch(v, generator) for k, v in batch.items()}
+    if isinstance(batch, dict):  # images (4-D) are augmented; per-item values (labels, ...) not
+        return {k: augment_batch(v, generator) if v.ndim == 4 else v for k, v in batch.items()}
     return augment_batch(batch, generator)
 
 

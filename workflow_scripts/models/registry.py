@@ -19,7 +19,7 @@ _CLASSES = {
 }
 
 #: Entry keys that configure data handling rather than the network.
-_DATA_KEYS = {"pair_within"}
+_DATA_KEYS = {"pair_within", "feedback"}
 
 
 def architecture(family: str, params: dict) -> dict:

@@ -21,12 +21,16 @@ COMMON_DEFAULTS: dict = {
 
 _AE = {"latent_dim": 32, "width": 32, "depth": 4, "likelihood": "gaussian"}
 _VAE = {**_AE, "beta": 1.0}
+#: Expert feedback (vae, scvae): ``guided`` adds the label and anchor terms of
+#: workflow_scripts.feedback for the cells of the ``feedback`` CSV; ``guided_labels`` (the
+#: number of feedback labels) is set at training time and recorded with the weights.
+_GUIDED = {"guided": False, "guide_weight": 1.0, "feedback": None, "guided_labels": 0}
 
 #: Architecture/loss hyperparameters of each family with their defaults (quick preset).
 FAMILY_DEFAULTS: dict[str, dict] = {
     "ae": _AE,
-    "vae": _VAE,
-    "scvae": _VAE,
+    "vae": {**_VAE, **_GUIDED},
+    "scvae": {**_VAE, **_GUIDED},
     "infomax_vae": {
         **_VAE,
         "mi_weight": 1.0,

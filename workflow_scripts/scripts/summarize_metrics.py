@@ -46,6 +46,36 @@ def comparison_html(summary: pd.DataFrame, dataset: str, results: dict) -> str:
     )
 
 
+#: Columns of the guided-versus-unguided table (those present in the summary).
+GUIDED_COLUMNS = ["logreg_accuracy_grouped", "mlp_accuracy_grouped", "knn10_accuracy_grouped", "map", "trustworthiness"]
+
+
+def guided_html(summary: pd.DataFrame, pairs: dict) -> str:
+    """Before/after table: each guided model's layers beside its unguided twin's, with the change."""
+    if not pairs:
+        return ""
+    columns = [c for c in GUIDED_COLUMNS if c in summary.columns]
+    parts = []
+    for guided, base in pairs.items():
+        a = summary[summary["model"] == base].set_index("layer")
+        b = summary[summary["model"] == guided].set_index("layer")
+        rows = []
+        for layer in [layer for layer in b.index if layer in a.index]:
+            cells = "".join(
+                f"<td>{a.at[layer, c]:.3f}</td><td>{b.at[layer, c]:.3f}</td>"
+                f"<td style='color:{'#1b5e20' if b.at[layer, c] >= a.at[layer, c] else '#b71c1c'}'>"
+                f"{b.at[layer, c] - a.at[layer, c]:+.3f}</td>"
+                for c in columns
+            )
+            rows.append(f"<tr><td>{layer}</td>{cells}</tr>")
+        head = "".join(f"<th colspan=3>{c}<br>{base} / {guided} / change</th>" for c in columns)
+        parts.append(
+            f"<h3>Expert feedback: {guided} (guided) against {base} (unguided)</h3>"
+            f"<table><tr><th>layer</th>{head}</tr>{''.join(rows)}</table>"
+        )
+    return "".join(parts)
+
+
 def _sample_note(results: dict) -> str:
     first = next(iter(results.values()))
     n, total = first["n_cells"], first.get("n_cells_total", first["n_cells"])
@@ -71,8 +101,10 @@ def main(smk):
     dataset = smk.wildcards.dataset
     plot_metric_bars(summary, metric, smk.output.plot, title=f"{dataset}: {RANKING_TITLES[metric]}")
     plot_metric_grid(summary, metric_columns(summary), smk.output.grid, lower_is_better=LOWER_IS_BETTER, title=dataset)
+    html = comparison_html(summary, dataset, results)
+    guided = guided_html(summary, dict(smk.params.guided))
     with atomic_path(smk.output.html) as tmp:
-        tmp.write_text(comparison_html(summary, dataset, results))
+        tmp.write_text(html.replace("</body>", guided + "</body>") if guided else html)
     confusion_figure(summary, results, metric, smk.output.confusion)
 
 

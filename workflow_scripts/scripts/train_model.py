@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from workflow_scripts.data import Normalizer, PerCellMinMax, open_shards, raw_channel_stats, source_for
+from workflow_scripts.feedback import GuidedSource, read_feedback
 from workflow_scripts.io import write_csv
 from workflow_scripts.models.registry import architecture, build_model, save_trained
 from workflow_scripts.pairs import PairedSource
@@ -49,7 +50,35 @@ def _sources(params, smk, seed):
     if stats is None:
         stats = raw_channel_stats(train, arrays)
     normalizer = Normalizer.from_stats(stats, params.get("likelihood", "gaussian"))
-    return source_for(train, arrays, normalizer), source_for(val, arrays, normalizer), normalizer, arrays, train
+    train_source, val_source = source_for(train, arrays, normalizer), source_for(val, arrays, normalizer)
+    if params.get("guided"):
+        train_source, val_source = _guided(params, smk, train, val, train_source, val_source)
+    return train_source, val_source, normalizer, arrays, train
+
+
+def _guided(params, smk, train, val, train_source, val_source):
+    """Wrap the sources so batches carry the feedback of their cells (workflow_scripts.feedback)."""
+    name = smk.wildcards.model
+    if params["input"] != "cells":
+        raise ValueError(f"models.{name}.guided: feedback names cells; expected input: cells, got {params['input']!r}")
+    if not params.get("feedback"):
+        raise ValueError(f"models.{name}.guided: true needs models.{name}.feedback (a CSV exported by the explorer)")
+    both = pd.concat([train, val], ignore_index=True)
+    feedback = read_feedback(smk.input.feedback, both)
+    params["guided_labels"] = len(feedback.classes)
+    params["feedback_classes"] = feedback.classes
+    log.info(
+        "feedback %s: %d labelled cells (%s), %d anchored",
+        smk.input.feedback,
+        feedback.n_labelled,
+        ", ".join(feedback.classes) or "no labels",
+        feedback.n_anchored,
+    )
+    n = len(train)
+    return (
+        GuidedSource(train_source, feedback.subset(np.arange(n))),
+        GuidedSource(val_source, feedback.subset(np.arange(n, len(both)))),
+    )
 
 
 def _reconstruction_figure(model, val_source, normalizer, smk, params):
@@ -76,7 +105,9 @@ def main(smk):
     seed = int(smk.params.seed)
     torch.set_num_threads(max(1, int(smk.threads)))
     train_source, val_source, normalizer, arrays, train = _sources(params, smk, seed)
-    log.info("%s: %d training and %d validation %s", smk.wildcards.model, len(train_source), len(val_source), params["input"])
+    log.info(
+        "%s: %d training and %d validation %s", smk.wildcards.model, len(train_source), len(val_source), params["input"]
+    )
 
     channels, input_size = arrays.item_shape[0], int(arrays.item_shape[-1])
     model = build_model(params["family"], channels, input_size, params, list(smk.params.channels), seed=seed)
@@ -95,10 +126,17 @@ def main(smk):
     ident = hashlib.sha256()
     ident.update(json.dumps({"params": params, "seed": seed, "split": smk.params.split}, sort_keys=True).encode())
     ident.update("\n".join(train["Metadata_shard"] + ":" + train["Metadata_row"].astype(str)).encode())
+    if params.get("guided"):
+        ident.update(Path(smk.input.feedback).read_bytes())
     device = pick_device()
     result = fit(
-        model, train_source, val_source, settings,
-        checkpoint=smk.params.checkpoint, fingerprint=ident.hexdigest(), device=device,
+        model,
+        train_source,
+        val_source,
+        settings,
+        checkpoint=smk.params.checkpoint,
+        fingerprint=ident.hexdigest(),
+        device=device,
     )
 
     model.load_state_dict(result.best_state)
