@@ -134,7 +134,275 @@ def metrics_scaling(data: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------
+# Shared pieces of the newer sections (their JSONs carry _machine.machine_info and load averages)
+# --------------------------------------------------------------------------------------------
+def _duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    minutes, seconds = divmod(round(s), 60)
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+
+
+def _machine_line(m: dict) -> str:
+    v = m.get("versions", {})
+    names = {"skimage": "scikit-image", "sklearn": "scikit-learn"}
+    versions = ", ".join(f"{names.get(k, k)} {v[k]}" for k in v)
+    threads = f", {m['threads']} threads" if m.get("threads") else ""
+    return (
+        f"Machine: {m['cpu_cores']} CPU cores ({m['cpu']}){threads}, {m['ram_gib']} GiB RAM, "
+        f"GPU: {m.get('gpu') or 'none'}, {m['platform']}, Python {m['python']}, {versions}.  "
+    )
+
+
+SIDE_BY_SIDE = (
+    ": other jobs shared the cores, so absolute times are pessimistic (comparisons within one run were measured "
+    "side by side)."
+)
+
+
+def _load_line(data: dict, busy_note: str = SIDE_BY_SIDE) -> str:
+    load0, load1 = data["load_average_start"], data["load_average_end"]
+    cores = data["machine"]["cpu_cores"]
+    busy = max(load0[0], load1[0]) >= 0.5 * cores
+    return (
+        f"Load average (1/5/15 min) at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f}, at end "
+        f"{load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}" + (busy_note if busy else ".")
+    )
+
+
+def _header(data: dict, extra: str = "") -> list[str]:
+    when = f" ({data['started']}" + (f", {_duration(data['elapsed_s'])} in all" if "elapsed_s" in data else "") + ")"
+    return [f"Command: `{data['command'].strip()}`{when}{extra}  ", _machine_line(data["machine"]), _load_line(data)]
+
+
+def run_all(data: dict) -> str:
+    lines = [
+        f"Last `run_all.py` invocation: `{data['command'].strip()}` ({data['started']}, "
+        f"{_duration(data['elapsed_s'])})  ",
+        _machine_line(data["machine"]),
+        _load_line(data),
+        "",
+        "| benchmark | status | time | limit |",
+        "|---|---|---|---|",
+    ]
+    for b in data["benchmarks"]:
+        lines.append(f"| {b['name']} | {b['status']} | {_duration(b['elapsed_s'])} | {_duration(b['limit_s'])} |")
+    return "\n".join(lines)
+
+
+def segment_crop(data: dict) -> str:
+    d, rows, ratios, agree = data["data"], data["rows"], data["ratios"], data["agreement"]
+    seg, crop = data["settings"]["segmentation"], data["settings"]["crop"]
+    lines = _header(data)
+    lines += [
+        "",
+        f"Data: {d['fields']} synthetic fields of {d['size']:,} x {d['size']:,} x {d['channels']} (uint16, "
+        f"`cells_per_field` {d['cells_per_field_setting']:g}: {d['true_nuclei_per_field']:.0f} true nuclei per "
+        f"field), seed {d['seed']}, one shard; the reference processed {d['reference_fields']} of them. "
+        f"Settings (config.yaml, both implementations): sigma {seg['sigma']:g} px, downscale {seg['downscale']}, "
+        f"holes < {seg['fill_holes']} px filled, area {seg['min_area']}-{seg['max_area']} px, clear border "
+        f"{'on' if seg['clear_border'] else 'off'}, {crop['size']} x {crop['size']} windows "
+        f"(resized to {crop['resize_to']}), edge `{crop['edge']}`. Every figure includes writing the outputs.",
+        "",
+        "| implementation | fields per run | s / field (median) | fields/s | crops / field | cells/s | "
+        "CPU s / field | reference / this: wall (CPU) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    names = {
+        "ours": "ours: `segment_and_crop` rule (config.yaml: watershed split of touching nuclei on)",
+        "ours_nosplit": "ours, `split_touching: false` (the reference's algorithm)",
+        "reference": "reference (SEEDS.md section 2, straightforward)",
+    }
+    for name, label in names.items():
+        r = rows[name]
+        ratio = f"**{ratios[name]['time_ratio']:.1f}x** ({ratios[name]['cpu_ratio']:.1f}x)" if name in ratios else "1x"
+        lines.append(
+            f"| {label} | {r['fields']} | {_seconds(r['s_per_field'])} | {r['fields_per_s']:.2f} | "
+            f"{r['cells_per_field']:.0f} | {r['cells_per_s']:.0f} | {_seconds(r['cpu_s_per_field'])} | {ratio} |"
+        )
+    lines += [
+        "",
+        f"Crop centres on the {d['reference_fields']} fields both processed: centres paired as mutual nearest "
+        "neighbours within 1 px; a pair with the same window has its three channels compared pixel for pixel.",
+        "",
+        "| ours, against the reference | ours' crops | reference's crops | same centre (<= 1 px) | "
+        "largest distance | same window | identical pixels | unpaired: ours / reference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    short = {"ours": "ours (as configured)", "ours_nosplit": "ours, `split_touching: false`", "reference": "reference"}
+    for name in ("ours_nosplit", "ours"):
+        a = agree[name]
+        dist = f"{a['max_distance_px']:.3f} px" if a["max_distance_px"] is not None else "-"
+        lines.append(
+            f"| {short[name]} | {a['n_ours']:,} | {a['n_reference']:,} | "
+            f"{a['matched_within_1px']:,} | {dist} | {a['same_window']:,} | {a['crops_identical']:,} of "
+            f"{a['crops_compared']:,} | {a['unmatched_ours']:,} / {a['unmatched_reference']:,} |"
+        )
+    o = data["outputs"]
+    lines += [
+        "",
+        f"Outputs of one run: ours {o['ours_files']} files per shard ({o['ours_bytes'] / 1e6:.0f} MB: float32 crops "
+        f"`.npy`, cell table `.parquet`, QC `.json`) for {d['fields']} fields; the reference "
+        f"{o['reference_files']:,} TIFFs ({o['reference_bytes'] / 1e6:.0f} MB) for {d['reference_fields']} fields.",
+    ]
+    if data.get("profile"):
+        lines += ["", "Where the time goes (one extra run of each under cProfile; shares of its total):", ""]
+        for name, parts in data["profile"].items():
+            shown = ", ".join(f"{k} {100 * v:.0f}%" for k, v in parts.items() if v is not None and v >= 0.005)
+            lines.append(f"- {short[name]}: {shown}.")
+    t = data["target"]
+    lines += [
+        "",
+        f"Target: at least {t['ratio']:.0f}x faster than the reference: **{t['speed']}** "
+        f"({ratios['ours']['time_ratio']:.1f}x as configured, {ratios['ours_nosplit']['time_ratio']:.1f}x with the "
+        f"reference's algorithm). Same crop centres within {t['match_px']:g} px: **{t['centres']}** "
+        f"(with the reference's algorithm every crop pairs up; as configured the unpaired ones are the nuclei the "
+        f"watershed splits).",
+    ]
+    return "\n".join(lines)
+
+
+def extract_throughput(data: dict) -> str:
+    lines = _header(data)
+    rows = data["rows"]
+    lines += [
+        "",
+        f"{rows[0]['cells']:,} random 64 x 64 x 3 crops, batch {rows[0]['batch_size']}, pooling "
+        f"{', '.join(data['pooling'])}; medians of {rows[0]['runs']} runs after a warm-up batch.",
+        "",
+        "| family | preset | device | parameters | feature tables (features) | cells/s, extraction | "
+        "cells/s, tables written too |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['family']} | {r['preset']} | {r['device']} | {r['n_parameters']:,} | "
+            f"{len(r['layers'])} ({r['n_features']:,}) | {r['cells_per_s']:,.0f} | "
+            f"{r['cells_per_s_with_tables']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def dag_scale(data: dict) -> str:
+    lines = _header(data)
+    rows = data["rows"]
+    dry_run = re.sub(r"\S*/Snakefile", "<repository>/Snakefile", data["dry_run_command"])
+    lines += [
+        "",
+        f"Dry run: `{dry_run}` in a fresh folder holding config.yaml and `scale.yaml` "
+        "(`datasets.synthetic: {source: synthetic, n_fields: N, shard_size: S}`); peak RSS from "
+        f"`{data['memory_tool']}`.",
+        "",
+        "| fields | shard size | options | shards | jobs in the DAG | per-shard jobs | `snakemake -n` wall (median) | "
+        "runs | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "timed_out_s" in r:
+            lines.append(
+                f"| {r['fields']:,} | {r['shard_size']} | {r.get('options', '')} | | | | "
+                f"> {r['timed_out_s']:.0f} s (stopped) | | |"
+            )
+            continue
+        per_shard = {k: v for k, v in r["jobs"].items() if k != "total" and v == r["shards"]}
+        lines.append(
+            f"| {r['fields']:,} | {r['shard_size']} | {'`' + r['options'] + '`' if r.get('options') else ''} | "
+            f"{r['shards']:,} | {r['jobs_total']:,} | "
+            f"{', '.join(f'{k} {v:,}' for k, v in per_shard.items())} | {_seconds(r['wall_s'])} | {r['runs']} | "
+            f"{_megabytes(r['peak_rss_mb'])} |"
+        )
+    first = next((r for r in rows if "jobs" in r), None)
+    if first:
+        once = [k for k, v in first["jobs"].items() if k != "total" and v != first["shards"]]
+        fixed = ", ".join(f"{k} {first['jobs'][k]}" for k in once)
+        lines += ["", f"The other jobs do not grow with N: {fixed}."]
+    p = data.get("profile")
+    if p:
+        phases = ", ".join(f"{k} {100 * v:.0f}%" for k, v in p["phase_shares"].items() if v is not None)
+        own = "; ".join(
+            f"`{f['function']}` {100 * f['cum_share']:.1f}% ({f['calls']:,} call{'s' if f['calls'] > 1 else ''})"
+            for f in p["own_functions"][:6]
+        )
+        lines += [
+            "",
+            f"Profile (cProfile, one dry run at {p['fields']:,} fields, shard size {p['shard_size']}; shares of "
+            f"the {_seconds(p['profiled_s'])} profiled, phases nest): {phases}. The workflow's own code "
+            f"(rules/*.smk, workflow_scripts) runs {100 * p['own_code_tottime_share']:.1f}% of the time itself; "
+            f"its largest functions by cumulative time: {own}.",
+        ]
+    t = data["target"]
+    if "wall_s" in t:
+        lines += [
+            "",
+            f"Target at {t['fields']:,} fields (shard size 16): under {t['time_s']:.0f} s: **{t['time_verdict']}** "
+            f"({_seconds(t['wall_s'])}); under {t['rss_mb'] / 1e3:.0f} GB: **{t['memory_verdict']}** "
+            f"({_megabytes(t['peak_rss_mb'])}).",
+        ]
+    else:
+        lines += ["", f"Target at {t['fields']:,} fields: {t['verdict']}."]
+    return "\n".join(lines)
+
+
+def end_to_end(data: dict) -> str:
+    lines = [
+        f"Command: `{data['command'].strip()}` ({data['started']}): `{data['pipeline_command']}`, default "
+        f"config.yaml. Figures from {data['source']}.  ",
+        _machine_line(data["machine"]),
+        _load_line(
+            data,
+            ": other jobs shared the 2 cores during the run, so its wall time is well above that of a run alone "
+            "on the machine; the stage shares are the figures to read.",
+        )
+        if data.get("fresh_run")
+        else "Load average during that run: not recorded.",
+        "",
+    ]
+    wall = data.get("wall_s")
+    if wall:
+        jobs = f", {data['jobs']} jobs" if data.get("jobs") else ""
+        lines.append(
+            f"Whole run: **{_duration(wall)}** ({wall:.0f} s{jobs}); the jobs' own wall times add up to "
+            f"{_duration(data['sum_job_s'])} ({data['sum_job_s'] / wall:.2f}x the run's: little of it ran side by "
+            "side, as the training and evaluation jobs each ask for both cores)."
+        )
+    else:
+        lines.append(f"Wall time not given; the jobs' own times add up to {_duration(data['sum_job_s'])}.")
+    lines += [
+        "",
+        "| stage | rules | jobs | seconds (sum over jobs) | share | largest peak RSS of a job |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stage, s in data["stages"].items():
+        lines.append(
+            f"| {stage} | {', '.join(s['rules'])} | {s['jobs']} | {s['s']:.0f} | {100 * s['share']:.1f}% | "
+            f"{_megabytes(s['max_rss_mb'])} |"
+        )
+    top = list(data["rules"].items())[:8]
+    lines += [
+        "",
+        "Largest rules: "
+        + "; ".join(
+            f"{name} {r['s']:.0f} s ({r['jobs']} job{'s' if r['jobs'] > 1 else ''}, longest {r['max_job_s']:.0f} s)"
+            for name, r in top
+        )
+        + ".",
+    ]
+    return "\n".join(lines)
+
+
 SECTIONS = {
+    "run_all": run_all,
+    "segment_crop": segment_crop,
+    "extract_throughput": extract_throughput,
+    "extract_throughput_full": extract_throughput,
+    "extract_throughput_cuda": extract_throughput,
+    "extract_throughput_full_cuda": extract_throughput,
+    "dag_scale": dag_scale,
+    "end_to_end": end_to_end,
+    "end_to_end_earlier": end_to_end,
     "train_throughput": train_throughput,
     "train_throughput_full": train_throughput,
     "train_throughput_cuda": train_throughput,

@@ -253,7 +253,7 @@ def test_report_builds_and_renders_in_chromium(tiny_run):
     require_chromium()
     shot = tiny_run / "report_screenshot.png"
     dom = render(report, screenshot=shot)
-    assert sorted(report_sections(dom)) == ["Embeddings", "Metrics", "QC", "Training"]
+    assert sorted(report_sections(dom)) == ["Embeddings", "Explorer", "Metrics", "QC", "Training"]
     text = visible_text(dom)
     assert "cellembed" in text and "Loading Snakemake Report" not in text
     with Image.open(shot) as image:
