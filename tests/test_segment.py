@@ -273,6 +273,121 @@ def test_split_touching_separates_two_overlapping_discs():
     np.testing.assert_array_equal(split > 0, merged > 0)  # splitting only relabels
 
 
+def _blobby_fields(n: int, size: int = 256):
+    """Fields of random overlapping discs of radius 4-16 px (many touching pairs and chains,
+    some elongated), with noise: hard cases for the marker search."""
+    rng = np.random.default_rng(7)
+    for _ in range(n):
+        image = np.full((size, size), 20.0)
+        for _ in range(60):
+            y, x = rng.uniform(-5, size + 5, 2)
+            image[disk((y, x), rng.uniform(4, 16), shape=image.shape)] += rng.uniform(80, 160)
+        yield image + rng.normal(0, 8, image.shape)
+
+
+@pytest.mark.parametrize("min_distance", [1, 2, 5, 9])
+def test_watershed_markers_are_those_of_peak_local_max(monkeypatch, min_distance):
+    """The split's own marker search (``_distance_peaks``: same rule and order as
+    ``skimage.feature.peak_local_max``, without its fixed cost) gives the same labels, pixel
+    for pixel, as calling ``peak_local_max`` for every component."""
+    fields = list(_blobby_fields(6))
+    kwargs = dict(sigma=1.0, fill_holes=50, min_area=10, max_area=None, min_distance=min_distance)
+    fast = [segment_nuclei(f, **kwargs) for f in fields]
+    calls = []
+
+    def only_peak_local_max(*args):
+        calls.append(1)
+        return None  # "not reproduced": the caller runs peak_local_max
+
+    monkeypatch.setattr(segment, "_distance_peaks", only_peak_local_max)
+    slow = [segment_nuclei(f, **kwargs) for f in fields]
+    assert len(calls) > 100
+    assert sum(int(s.max()) for s in slow) > sum(len(np.unique(ndi.label(s > 0)[0])) - 1 for s in slow)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_labelling_and_distance_transform_are_scipys():
+    """The OpenCV labelling numbers objects as ``scipy.ndimage.label`` (raster order of their
+    first pixel; with one or several OpenCV threads) and the distance transform returns
+    ``distance_transform_edt``'s values exactly: the split's ties depend on them."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    threads = cv2.getNumThreads()
+    try:
+        for n_threads in (1, 4):
+            cv2.setNumThreads(n_threads)
+            for size in (7, 64, 700):
+                mask = ndi.binary_opening(rng.random((size, size)) < 0.55)
+                labels, n = segment._label8(mask)
+                want, n_want = ndi.label(mask, structure=np.ones((3, 3), bool))
+                assert n == n_want and labels.dtype == np.int32
+                np.testing.assert_array_equal(labels, want)
+    finally:
+        cv2.setNumThreads(threads)
+    for trial in range(200):
+        h, w = rng.integers(2, 90, 2)
+        component = rng.random((h, w)) < rng.uniform(0.6, 0.97)
+        if trial % 2:
+            component = ndi.binary_closing(component)
+        if component.all():
+            continue
+        squared = ndi.distance_transform_edt(component) ** 2
+        np.testing.assert_array_equal(segment._squared_distance(component), np.rint(squared))
+    assert segment._squared_distance(np.ones((5, 9), bool)) is None  # no background: scipy's
+
+
+def _reference_split(mask: np.ndarray, min_distance: int) -> np.ndarray:
+    """The split written with scipy and scikit-image only: per 8-connected component, on its
+    box with one pixel of margin, ``distance_transform_edt``, ``peak_local_max`` markers and
+    ``watershed`` of the inverted distance; new labels numbered after the components'."""
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    labels, next_label = ndi.label(mask, structure=np.ones((3, 3), bool))
+    labels = labels.astype(np.int32)
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, mask.shape))
+        component = labels[box] == index
+        distance = ndi.distance_transform_edt(component)
+        peaks = peak_local_max(distance, min_distance=min_distance, labels=component.view(np.uint8), exclude_border=False)
+        if len(peaks) < 2:
+            continue
+        markers = np.zeros(component.shape, np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        pieces = watershed(-distance, markers, mask=component, connectivity=2)
+        split = component & (pieces > 0)
+        labels[box][split] = pieces[split] + next_label
+        next_label += len(peaks)
+    return labels
+
+
+@pytest.mark.parametrize("min_distance", [1, 3, 5, 9])
+def test_split_equals_the_scipy_skimage_split(min_distance):
+    """The fast split (OpenCV labelling and squared distances, own marker search) labels every
+    pixel as the plain scipy + scikit-image version does, components at the image edge and
+    touching chains included."""
+    for image in _blobby_fields(4):
+        smooth = ndi.gaussian_filter(image, 1.0)
+        mask = smooth > threshold_otsu(smooth)
+        np.testing.assert_array_equal(segment._split_touching(mask, min_distance), _reference_split(mask, min_distance))
+
+
+def test_gaussian_and_otsu_agree_with_scipy_and_skimage():
+    """OpenCV's smoothing = scipy's ``gaussian_filter`` (same kernel, mirrored edges) to float32
+    rounding, also for a kernel wider than the image; the bincount histogram gives skimage's
+    Otsu threshold."""
+    for image in _blobby_fields(3, size=200):
+        image = image.astype(np.float32)
+        for sigma in (0.5, 2.0, 7.3, 60.0):
+            ours = segment._gaussian(image, sigma)
+            scipy_ = ndi.gaussian_filter(image, sigma)
+            np.testing.assert_allclose(ours, scipy_, rtol=0, atol=1e-4 * float(np.abs(scipy_).max()))
+            lo, hi = ours.min(), ours.max()
+            assert segment._otsu_threshold(ours, lo, hi) == pytest.approx(threshold_otsu(ours), abs=1e-3 * (hi - lo))
+
+
 # --------------------------------------------------------------------------------------------
 # Measurements
 # --------------------------------------------------------------------------------------------

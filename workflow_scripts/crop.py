@@ -218,9 +218,9 @@ def saturated_fraction(
         raise ValueError(f"saturation={saturation!r} is invalid: expected a number (not NaN)")
     _, height, width = image.shape
 
+    if not image.max() >= saturation:
+        return np.zeros(int(kept.sum()))  # the common case: skip the map and its table
     saturated = (image >= saturation).any(axis=0)
-    if not saturated.any():
-        return np.zeros(int(kept.sum()))  # the common case: skip the summed-area table
     # Summed-area table with a zero first row/column: sum over [y0, y1) x [x0, x1) is
     # table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0].
     # int32 counts suffice below 2**31 pixels and halve the memory traffic.

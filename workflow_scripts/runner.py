@@ -12,6 +12,14 @@ import traceback
 USER_ERRORS = (ValueError, OSError)
 
 
+def _limit_threads(threads) -> None:
+    """Keep OpenCV (segmentation) to the job's ``threads``: by default it starts one thread per
+    core in every job, and Snakemake runs several jobs side by side."""
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(max(1, int(threads or 1)))
+
+
 def run(snakemake, main) -> None:
     """Call ``main(snakemake)`` with logging sent to the rule's log file (and stderr).
 
@@ -29,6 +37,7 @@ def run(snakemake, main) -> None:
         force=True,
     )
     log = logging.getLogger(main.__module__)
+    _limit_threads(getattr(snakemake, "threads", 1))
     try:
         main(snakemake)
     except USER_ERRORS as exc:

@@ -10,6 +10,13 @@ label, clear border, size filter) with its bugs fixed:
   never with one full-image comparison per object, which was O(objects x pixels);
 * labels are ``int32``: a field can hold more than 65,535 objects, which overflows ``uint16``.
 
+Speed: a 2048 x 2048 field with ~300 nuclei segments in about 0.1 s on one core. The
+smoothing, the background labelling of the hole filling and the maximum filter of the marker
+search are OpenCV's (vectorised; scipy's Gaussian alone took 0.1 s); everything after the
+threshold works on the foreground pixels or on each component's bounding box, and the marker
+search reproduces ``peak_local_max`` without its fixed cost per component. The results are
+those of the scipy/scikit-image versions (tests/test_segment.py checks it pixel for pixel).
+
 All functions are pure: arrays in, arrays (or a DataFrame) out, inputs never modified.
 """
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import numbers
 
+import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
@@ -97,6 +105,47 @@ def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
 
 
+def _gaussian(image: np.ndarray, sigma: float, *, overwrite: bool = False) -> np.ndarray:
+    """Gaussian smoothing of a float32 image: ``scipy.ndimage.gaussian_filter`` semantics
+    (kernel radius ``int(4 sigma + 0.5)``, mirror ``reflect`` edges), computed by OpenCV.
+
+    OpenCV's separable filter is vectorised and about 7x faster than scipy's on a 2048 x 2048
+    field (15 ms against 107 ms), where smoothing was the largest single cost of segmentation;
+    the two agree to float32 rounding. scipy is used when the kernel is wider than the image
+    (OpenCV reflects only once). ``overwrite=True`` lets OpenCV write into ``image`` (a
+    working copy), which saves allocating (and page-faulting) a second full-size array.
+    """
+    radius = int(4.0 * sigma + 0.5)
+    if radius >= min(image.shape) or radius < 1:
+        return ndi.gaussian_filter(image, sigma)
+    size = 2 * radius + 1
+    out = image if overwrite else None
+    return cv2.GaussianBlur(image, (size, size), sigma, out, sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _otsu_threshold(image: np.ndarray, lo: float, hi: float) -> float:
+    """Otsu's threshold of ``image`` over 256 equal bins from ``lo`` (its minimum) to ``hi``
+    (its maximum), as ``skimage.filters.threshold_otsu``.
+
+    The bin index of every pixel, ``floor((value - lo) * 256 / (hi - lo))`` (the maximum in the
+    last bin), is computed and stored as uint8 in one OpenCV pass (``convertScaleAbs`` rounds
+    ``x - 0.5`` to the nearest integer, which is the floor for every x but integers, i.e. bin
+    edges) and OpenCV counts them: a third of the time of ``np.histogram``. The counts agree
+    with ``np.histogram``'s except for values within float32 rounding of a bin edge (a handful
+    of pixels per field, if any).
+    """
+    scale = 256.0 / (float(hi) - float(lo))
+    if image.dtype != np.float32 or image.ndim != 2 or image.size >= 1 << 24:
+        # OpenCV counts in float32: exact below 2**24 pixels
+        index = np.minimum((np.asarray(image, np.float64) - float(lo)) * scale, 255).astype(np.intp)
+        counts = np.bincount(index.ravel(), minlength=256)
+    else:
+        index = cv2.convertScaleAbs(image, alpha=scale, beta=-float(lo) * scale - 0.5)
+        counts = cv2.calcHist([index], [0], None, [256], [0, 256]).ravel()
+    edges = np.linspace(float(lo), float(hi), 257)
+    return float(threshold_otsu(hist=(np.asarray(counts, np.int64), (edges[:-1] + edges[1:]) / 2)))
+
+
 def _fill_small_holes(mask: np.ndarray, max_area: float, pixel_area: float) -> np.ndarray:
     """Fill background components smaller than ``max_area`` full-resolution pixels.
 
@@ -105,13 +154,91 @@ def _fill_small_holes(mask: np.ndarray, max_area: float, pixel_area: float) -> n
     """
     if max_area <= 0:
         return mask
-    background, _ = ndi.label(~mask)  # 4-connected background pairs with 8-connected objects
-    sizes = np.bincount(background.ravel()) * pixel_area
-    is_hole = sizes < max_area
-    is_hole[0] = False  # label 0 of ``background`` is the foreground itself
-    edge_ids = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
-    is_hole[edge_ids] = False
-    return mask | is_hole[background]
+    # Background reachable from the border (4-connected, which pairs with 8-connected objects):
+    # one flood fill from a frame of background around the image. What it does not reach is
+    # holes, usually a few small ones, labelled and measured alone. (Labelling the whole
+    # background to find them cost twice as much.)
+    outside = np.pad((~mask).view(np.uint8), 1, constant_values=1)
+    cv2.floodFill(outside, None, (0, 0), 2, flags=4)
+    holes = outside[1:-1, 1:-1] == 1
+    if not holes.any():
+        return mask
+    n_holes, hole_labels = cv2.connectedComponents(holes.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    pixels = np.flatnonzero(holes)
+    which = hole_labels.ravel()[pixels]
+    small = np.bincount(which, minlength=n_holes) * pixel_area < max_area
+    filled = mask.copy()
+    filled.ravel()[pixels[small[which]]] = True
+    return filled
+
+
+def _label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """``scipy.ndimage.label(mask, structure=ones((3, 3)))``, computed by OpenCV (SAUF, 3x
+    faster): int32 labels numbered in raster order of each object's first pixel, as scipy's
+    (tests/test_segment.py checks it, with several OpenCV threads too)."""
+    n_labels, labels = cv2.connectedComponentsWithAlgorithm(mask.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF)
+    return labels, n_labels - 1
+
+
+def _squared_distance(component: np.ndarray) -> np.ndarray | None:
+    """Squared Euclidean distance of every pixel of ``component`` to its background, exact
+    integers (as float32; float64 for boxes over 4,096 pixels a side), or None for a box
+    without background.
+
+    The marker search and the watershed only compare distances, so the squared distance gives
+    them the same peaks, ties and basins as ``scipy.ndimage.distance_transform_edt``.
+    OpenCV's exact transform costs a fraction of scipy's wrapper on the small boxes of single
+    nuclei; its float32 result is within 1e-6 of the true distance, so its rounded square is
+    the integer squared distance.
+    """
+    if component.all():
+        return None  # OpenCV would return its "infinite" distance; scipy handles it
+    distance = cv2.distanceTransform(component.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    if max(component.shape) > 4096:
+        distance = distance.astype(np.float64)  # squares beyond float32's exact integers
+    np.multiply(distance, distance, out=distance)
+    return np.rint(distance, out=distance)
+
+
+def _distance_peaks(
+    distance: np.ndarray, component: np.ndarray, min_distance: int, footprint: np.ndarray
+) -> np.ndarray | None:
+    """``peak_local_max(distance, min_distance=min_distance, labels=component,
+    exclude_border=False)`` for one component, or None where it is not reproduced here (the
+    caller then runs it).
+
+    Same rule, same order: the candidates are the component's pixels equal to the maximum of
+    their ``(2 min_distance + 1)``-square neighbourhood (edge pixels replicated); they are
+    visited from the highest (ties in raster order) and every candidate closer than
+    ``min_distance`` (Chebyshev; one at exactly ``min_distance`` stays) to a kept one is
+    dropped; no thinning when ``min_distance`` is 1. Written out because ``peak_local_max``'s
+    fixed cost per call (copies, a KD-tree, a second labelling) made the watershed split a
+    third of the segmentation time with ~270 components per field; OpenCV's ``dilate`` is the
+    maximum filter (``footprint``: ones of side ``2 min_distance + 1``, uint8). Not reproduced:
+    a component every pixel of which is a maximum (``peak_local_max`` then keeps isolated
+    pixels). The box must hold background (distance 0), as ``peak_local_max``'s threshold
+    is then 0.
+    """
+    # dilate = grey maximum filter; BORDER_REPLICATE = scipy's mode "nearest".
+    neighbourhood_max = cv2.dilate(distance, footprint, borderType=cv2.BORDER_REPLICATE)
+    candidates = (distance == neighbourhood_max) & component
+    rows, cols = np.nonzero(candidates)
+    if len(rows) == 1:
+        return np.stack([rows, cols], axis=1)  # the usual case: one nucleus, one peak
+    if len(rows) == np.count_nonzero(component):
+        return None
+    order = np.argsort(-distance[rows, cols], kind="stable")
+    rows, cols = rows[order], cols[order]
+    if min_distance <= 1:
+        return np.stack([rows, cols], axis=1)
+    kept = []
+    dropped = np.zeros(len(rows), dtype=bool)
+    for i in range(len(rows)):
+        if dropped[i]:
+            continue
+        kept.append(i)
+        dropped |= np.maximum(np.abs(rows - rows[i]), np.abs(cols - cols[i])) < min_distance
+    return np.stack([rows[kept], cols[kept]], axis=1)
 
 
 def _split_touching(mask: np.ndarray, min_distance: int) -> np.ndarray:
@@ -122,12 +249,15 @@ def _split_touching(mask: np.ndarray, min_distance: int) -> np.ndarray:
     ``min_distance`` apart), then the watershed of the inverted distance inside the component.
     Only the box is touched, so the cost is proportional to the foreground, not to
     objects x pixels, and neighbouring components never suppress each other's peaks.
+    The peaks come from :func:`_distance_peaks` (``peak_local_max``'s rule without its fixed
+    cost per call).
 
     Returns an int32 label image whose labels are unique but not consecutive.
     """
-    labels, n_components = ndi.label(mask, structure=_EIGHT_CONNECTED)
+    labels, n_components = _label8(mask)
     height, width = mask.shape
     next_label = n_components
+    footprint = np.ones((2 * min_distance + 1,) * 2, dtype=np.uint8)
     for index, box in enumerate(ndi.find_objects(labels), start=1):
         # Two kept peaks are more than ``min_distance`` apart (Chebyshev), which needs a box
         # side of at least min_distance + 2: smaller components cannot split, skip them cheaply.
@@ -140,13 +270,20 @@ def _split_touching(mask: np.ndarray, min_distance: int) -> np.ndarray:
             for s, n in zip(box, (height, width), strict=True)
         )
         component = labels[box] == index
-        distance = ndi.distance_transform_edt(component)
-        peaks = peak_local_max(
-            distance,
-            min_distance=min_distance,
-            labels=component.view(np.uint8),
-            exclude_border=False,
-        )
+        # The squared distance stands for the distance: only its order matters below.
+        distance = _squared_distance(component)
+        if distance is None:
+            distance = ndi.distance_transform_edt(component)
+            peaks = None
+        else:
+            peaks = _distance_peaks(distance, component, min_distance, footprint)
+        if peaks is None:
+            peaks = peak_local_max(
+                distance,
+                min_distance=min_distance,
+                labels=component.view(np.uint8),
+                exclude_border=False,
+            )
         n_markers = len(peaks)
         if n_markers < 2:
             continue
@@ -172,19 +309,25 @@ def _filter_and_relabel(
 ) -> np.ndarray:
     """Drop border / too small / too large objects and renumber the rest 1..n (int32).
 
-    Everything is decided on per-label vectors (one ``bincount``) and applied with a single
-    lookup-table pass over the image.
+    Everything is decided on per-label vectors (one ``bincount``) and applied to the foreground
+    pixels only (a few percent of a field), through a lookup table.
     """
-    areas = np.bincount(labels.ravel()) * pixel_area
+    flat = labels.ravel()
+    foreground = np.flatnonzero(flat != 0)  # on a bool array: 4x faster than on int32
+    values = flat[foreground]
+    areas = np.bincount(values, minlength=1) * pixel_area
     keep = areas >= min_area
     if max_area is not None:
         keep &= areas <= max_area
     keep[0] = False
     if clear_border:
-        keep[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
+        edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        keep[edges] = False
     lut = np.zeros(keep.size, dtype=np.int32)
     lut[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
-    return lut[labels]
+    out = np.zeros(labels.shape, dtype=np.int32)
+    out.ravel()[foreground] = lut[values]
+    return out
 
 
 def segment_nuclei(
@@ -293,17 +436,17 @@ def segment_nuclei(
     pixel_area = float(downscale * downscale)
 
     if sigma > 0:
-        work = ndi.gaussian_filter(work, sigma / downscale)
-    lo, hi = work.min(), work.max()
+        work = _gaussian(work, sigma / downscale, overwrite=True)  # work is our own copy
+    lo, hi, _, _ = cv2.minMaxLoc(work)
     if not hi > lo:
         return empty  # constant image: Otsu undefined, nothing to segment
-    mask = work > threshold_otsu(work)
+    mask = work > _otsu_threshold(work, lo, hi)
 
     mask = _fill_small_holes(mask, fill_holes, pixel_area)
     if split_touching:
         labels = _split_touching(mask, max(1, round(min_distance / downscale)))
     else:
-        labels, _ = ndi.label(mask, structure=_EIGHT_CONNECTED)
+        labels, _ = _label8(mask)
     labels = _filter_and_relabel(
         labels,
         pixel_area=pixel_area,
@@ -341,7 +484,7 @@ def object_table(labels: np.ndarray) -> pd.DataFrame:
     labels = _check_label_image("labels", labels)
     # Three bincounts over the foreground pixels give every object's moments at once.
     flat = labels.ravel()
-    index = np.flatnonzero(flat)
+    index = np.flatnonzero(flat != 0)  # on a bool array: 4x faster than on int32
     lab = flat[index]
     row, col = np.divmod(index, labels.shape[1])
     area = np.bincount(lab)
@@ -386,13 +529,18 @@ def match_labels(labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"truth has shape {truth.shape}: expected the shape of labels, {labels.shape}"
         )
-    n = int(labels.max()) if labels.size else 0
+    # Only the predicted objects' pixels matter (a few percent of a field).
+    pixels = np.flatnonzero(labels.ravel() != 0)
+    lab = labels.ravel()[pixels]
+    tru = truth.ravel()[pixels]
+    n = int(lab.max()) if lab.size else 0
     best = np.zeros(n, dtype=np.int64)
-    both = (labels > 0) & (truth > 0)
+    both = tru > 0
     if n == 0 or not both.any():
         return best
-    m = int(truth.max()) + 1
-    codes = labels[both].astype(np.int64) * m + truth[both]
+    lab, tru = lab[both], tru[both]
+    m = int(tru.max()) + 1
+    codes = lab.astype(np.int64) * m + tru
     if (n + 1) * m <= _DENSE_TABLE_MAX:
         table = np.bincount(codes, minlength=(n + 1) * m).reshape(n + 1, m)
         has_overlap = table[1:].any(axis=1)
