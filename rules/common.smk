@@ -591,13 +591,14 @@ def shard_megapixels(wildcards):
     if entry["source"] == "synthetic":
         fields = len(ds_lib.shard_fields(entry, wildcards.shard))
         pixels = entry["field_size"] ** 2
-    else:
+    elif entry["source"] == "crops":
         fields = entry["shard_size"]
-        pixels = (
-            (2 * config["crop"]["resize_to"]) ** 2
-            if entry["source"] == "crops"
-            else ASSUMED_FIELD_PIXELS
-        )
+        pixels = (2 * config["crop"]["resize_to"]) ** 2
+    else:
+        # Shards grow past max_shards (datasets.effective_shard_size).
+        n_fields = len(_index_table(wildcards.dataset))
+        fields = ds_lib.effective_shard_size(entry, n_fields)
+        pixels = ASSUMED_FIELD_PIXELS
     channels = ds_lib.normalize_channels(entry) or ds_lib.SYNTHETIC_CHANNELS
     return fields * pixels * len(channels) / 1e6
 

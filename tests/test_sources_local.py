@@ -37,6 +37,9 @@ def test_bbbc021_names_grouped_by_regex_with_folder_metadata(tmp_path):
     index = local.index_fields("bbbc", entry, tmp_path)
     assert len(index) == 4  # channel 3 is not configured: ignored
     assert list(index["shard"]) == ["s0000", "s0000", "s0001", "s0001"]
+    # max_shards caps the shards of a folder dataset too: 4 fields in at most 1 shard.
+    capped = local.index_fields("bbbc", {**entry, "max_shards": 1}, tmp_path)
+    assert list(capped["shard"]) == ["s0000"] * 4
     assert set(index["Metadata_plate"]) == {"Week1_22123", "Week2_24121"}
     assert list(index["Metadata_group"]) == list(index["Metadata_well"])
     row = index[index["Metadata_image"] == "Week2_24121_C03_s2"].iloc[0]

@@ -307,7 +307,9 @@ def index_fields(
             fields[role] = fields[role].astype(str)
 
     fields = fields.sort_values("Metadata_image", kind="stable").reset_index(drop=True)
-    size = int(entry["shard_size"])
+    from ..datasets import effective_shard_size
+
+    size = effective_shard_size(entry, len(fields))
     fields["shard"] = [f"s{i // size:04d}" for i in range(len(fields))]
     meta = [c for c in fields.columns if c.startswith("Metadata_")]
     return fields[meta + [c for c in fields.columns if c not in meta]]
@@ -460,5 +462,5 @@ def read_field(row: pd.Series, channels: Sequence[dict], root) -> np.ndarray:
 
 def describe(entry: dict) -> str:
     """One line for logs: the source options that shape the index."""
-    keys = ("pattern", "fields_table", "metadata", "metadata_on", "class", "group", "shard_size")
+    keys = ("pattern", "fields_table", "metadata", "metadata_on", "class", "group", "shard_size", "max_shards")
     return json.dumps({k: entry.get(k) for k in keys if entry.get(k) is not None})
