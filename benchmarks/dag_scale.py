@@ -2,7 +2,8 @@
 
 For each size N (1,000, 10,000 and 100,000 fields): a fresh temporary working directory holding
 the repository's ``config.yaml`` and ``scale.yaml`` (``datasets.synthetic``: ``source:
-synthetic``, ``n_fields: N``, ``shard_size`` 16, the default), and ``snakemake -n -s
+synthetic``, ``n_fields: N``, ``shard_size`` 16 and ``max_shards`` 1,000, the defaults: up to
+16,000 fields 16 per shard, beyond that 1,000 shards), and ``snakemake -n -s
 <repo>/Snakefile --configfile scale.yaml`` run in a subprocess under ``/usr/bin/time`` (wall
 time and the process's peak RSS; without it, ``/proc/<pid>/status`` ``VmHWM`` is polled).
 Nothing runs: the dry run parses the workflow, validates the config, builds the DAG of every
@@ -12,8 +13,9 @@ run's "Job stats" table. Times are medians of ``--repeats`` runs (``--repeats-la
 100,000), memory the largest peak.
 
 Extra rows at the largest N: the same dry run with ``--quiet rules`` (no per-job printing; the
-job stats are still printed), and at ``--extra-shard-size`` (64) fields per shard, a remedy
-when the default is over the target (4x fewer per-shard jobs). With ``--profile-fields`` (10,000) one more dry run at that N
+job stats are still printed), and without the cap on shards (``--uncapped-max-shards``,
+1,000,000: 16 fields per shard whatever N, 6,250 shards at 100,000 fields, as before
+``max_shards`` existed), which shows what the cap buys. With ``--profile-fields`` (10,000) one more dry run at that N
 runs under cProfile, and the JSON keeps where its time goes (Snakemake's DAG building, the
 dry run's job printing, resources and input functions) and the workflow's own functions
 (``rules/*.smk``, ``workflow_scripts``) by cumulative time.
@@ -45,6 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import load_average, machine_info, median, now  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from workflow_scripts.datasets import effective_shard_size  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "out"
 TARGET = {"fields": 100_000, "time_s": 30.0, "rss_mb": 2000.0}
 GNU_TIME = "/usr/bin/time"
@@ -62,10 +67,11 @@ PHASES = {
 }
 
 
-def write_workdir(folder: Path, n_fields: int, shard_size: int) -> Path:
+def write_workdir(folder: Path, n_fields: int, shard_size: int, max_shards: int) -> Path:
     folder.mkdir(parents=True)
     shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
-    scale = {"datasets": {"synthetic": {"source": "synthetic", "n_fields": n_fields, "shard_size": shard_size}}}
+    entry = {"source": "synthetic", "n_fields": n_fields, "shard_size": shard_size, "max_shards": max_shards}
+    scale = {"datasets": {"synthetic": entry}}
     (folder / "scale.yaml").write_text(yaml.safe_dump(scale))
     return folder
 
@@ -173,8 +179,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="*", type=int, default=[1_000, 10_000, 100_000])
     parser.add_argument("--shard-size", type=int, default=16)
+    parser.add_argument("--max-shards", type=int, default=1000, help="datasets.<name>.max_shards (the default)")
     parser.add_argument(
-        "--extra-shard-size", type=int, default=64, help="also the largest N at this shard size (0: no)"
+        "--uncapped-max-shards",
+        type=int,
+        default=1_000_000,
+        help="also the largest N with this max_shards, i.e. no cap (0: no)",
     )
     parser.add_argument(
         "--no-quiet-row", dest="quiet_row", action="store_false", help="skip the largest N with --quiet rules"
@@ -192,19 +202,21 @@ def main(argv=None):
 
     started, load_start = time.time(), load_average()
     print(f"load average at start: {load_start}", flush=True)
-    configs = [(n, args.shard_size, ()) for n in args.sizes]
+    configs = [(n, args.max_shards, ()) for n in args.sizes]
     if args.quiet_row:
-        configs.append((max(args.sizes), args.shard_size, ("--quiet", "rules")))
-    if args.extra_shard_size and args.extra_shard_size != args.shard_size:
-        configs.append((max(args.sizes), args.extra_shard_size, ()))
+        configs.append((max(args.sizes), args.max_shards, ("--quiet", "rules")))
+    if args.uncapped_max_shards and args.uncapped_max_shards != args.max_shards:
+        configs.append((max(args.sizes), args.uncapped_max_shards, ()))
+    shard_size = args.shard_size
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for n, shard_size, extra in configs:
+        for n, max_shards, extra in configs:
+            per_shard = effective_shard_size({"shard_size": shard_size, "max_shards": max_shards}, n)
             wanted = args.repeats_large if n >= 100_000 else args.repeats
             runs = []
             for k in range(wanted):
-                folder = write_workdir(tmp / f"{n}-{shard_size}-{k}", n, shard_size)
+                folder = write_workdir(tmp / f"{n}-{max_shards}-{k}", n, shard_size, max_shards)
                 result = dry_run(folder, args.limit_s, extra)
                 shutil.rmtree(folder)
                 if "timed_out_s" in result:
@@ -212,21 +224,28 @@ def main(argv=None):
                     break
                 runs.append(result)
                 print(
-                    f"N={n:,} shard_size={shard_size} {' '.join(extra)}: {result['wall_s']:.1f} s, {result['peak_rss_mb']:.0f} MB, "
+                    f"N={n:,} max_shards={max_shards} ({per_shard} per shard) {' '.join(extra)}: {result['wall_s']:.1f} s, {result['peak_rss_mb']:.0f} MB, "
                     f"{result['jobs']['total']:,} jobs",
                     flush=True,
                 )
             if "timed_out_s" in runs[0]:
                 rows.append(
-                    {"fields": n, "shard_size": shard_size, "options": " ".join(extra), "timed_out_s": args.limit_s}
+                    {
+                        "fields": n,
+                        "shard_size": per_shard,
+                        "max_shards": max_shards,
+                        "options": " ".join(extra),
+                        "timed_out_s": args.limit_s,
+                    }
                 )
                 continue
             rows.append(
                 {
                     "fields": n,
-                    "shard_size": shard_size,
+                    "shard_size": per_shard,
+                    "max_shards": max_shards,
                     "options": " ".join(extra),
-                    "shards": -(-n // shard_size),
+                    "shards": -(-n // per_shard),
                     "runs": len(runs),
                     "wall_s": median(r["wall_s"] for r in runs),
                     "wall_s_runs": [r["wall_s"] for r in runs],
@@ -237,7 +256,7 @@ def main(argv=None):
             )
         profile = None
         if args.profile_fields:
-            folder = write_workdir(tmp / "profile", args.profile_fields, args.shard_size)
+            folder = write_workdir(tmp / "profile", args.profile_fields, args.shard_size, args.max_shards)
             profile = profile_run(folder, args.limit_s * 4)
             profile.update(fields=args.profile_fields, shard_size=args.shard_size)
             print(json.dumps(profile, indent=2), flush=True)
@@ -247,7 +266,7 @@ def main(argv=None):
         (
             r
             for r in rows
-            if r["fields"] == TARGET["fields"] and r["shard_size"] == args.shard_size and not r["options"]
+            if r["fields"] == TARGET["fields"] and r["max_shards"] == args.max_shards and not r["options"]
         ),
         None,
     )
