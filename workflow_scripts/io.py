@@ -178,14 +178,12 @@ def read_fields(path: str | os.PathLike) -> tuple[list[np.ndarray] | np.ndarray,
     Arrays of an uncompressed ``.npz`` (what :func:`write_fields` writes) come back as
     read-only memory maps; other members are read with ``np.load`` (``allow_pickle=False``).
     """
-    import zipfile
-
     path = Path(path)
-    data = np.load(path, allow_pickle=False)
-    with zipfile.ZipFile(path) as archive:
+    # The maps stay valid once the archive is closed; members read by np.load are read inside.
+    with np.load(path, allow_pickle=False) as data:
 
         def member(name: str) -> np.ndarray:
-            mapped = _stored_member_memmap(path, archive, name)
+            mapped = _stored_member_memmap(path, data.zip, name)
             return data[name] if mapped is None else mapped
 
         truth = member("truth_labels") if "truth_labels" in data.files else None

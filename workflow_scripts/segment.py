@@ -34,9 +34,6 @@ from skimage.segmentation import watershed
 
 __all__ = ["match_labels", "object_table", "segment_nuclei"]
 
-# 8-connectivity: a nucleus whose pixels touch only diagonally is still one nucleus.
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
 # Above this many (label, truth) cells the dense contingency table of ``match_labels`` would
 # need more than ~128 MB; beyond it the sparse path (sorting the observed pairs) is used.
 _DENSE_TABLE_MAX = 1 << 24
@@ -173,7 +170,8 @@ def _fill_small_holes(mask: np.ndarray, max_area: float, pixel_area: float) -> n
 
 
 def _label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """``scipy.ndimage.label(mask, structure=ones((3, 3)))``, computed by OpenCV (SAUF, 3x
+    """8-connected labels (a nucleus whose pixels touch only diagonally is still one nucleus):
+    ``scipy.ndimage.label(mask, structure=ones((3, 3)))``, computed by OpenCV (SAUF, 3x
     faster): int32 labels numbered in raster order of each object's first pixel, as scipy's
     (tests/test_segment.py checks it, with several OpenCV threads too)."""
     n_labels, labels = cv2.connectedComponentsWithAlgorithm(mask.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF)

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..datasets import effective_shard_size
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -307,8 +309,6 @@ def index_fields(
             fields[role] = fields[role].astype(str)
 
     fields = fields.sort_values("Metadata_image", kind="stable").reset_index(drop=True)
-    from ..datasets import effective_shard_size
-
     size = effective_shard_size(entry, len(fields))
     fields["shard"] = [f"s{i // size:04d}" for i in range(len(fields))]
     meta = [c for c in fields.columns if c.startswith("Metadata_")]
