@@ -93,6 +93,22 @@ def now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def run_record(script: str, argv, started: float, load_start, load_end, machine: dict) -> dict:
+    """The fields every benchmark JSON starts with: the command as typed, the machine, start and
+    end times, elapsed seconds and the load average at start and end."""
+    import sys
+
+    return {
+        "command": f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+        "finished": now(),
+        "elapsed_s": time.time() - started,
+        "load_average_start": load_start,
+        "load_average_end": load_end,
+    }
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 

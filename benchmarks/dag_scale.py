@@ -45,7 +45,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _machine import load_average, machine_info, median, now  # noqa: E402
+from _machine import load_average, machine_info, median, run_record  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from workflow_scripts.datasets import effective_shard_size  # noqa: E402
@@ -288,14 +288,8 @@ def main(argv=None):
     print(f"target: {target}; load average at end: {load_end}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "command": "python benchmarks/dag_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **run_record("dag_scale.py", argv, started, load_start, load_end, machine_info(gpu=False)),
         "dry_run_command": "snakemake " + " ".join(snakemake_command()),
-        "machine": machine_info(gpu=False),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
-        "finished": now(),
-        "elapsed_s": time.time() - started,
-        "load_average_start": load_start,
-        "load_average_end": load_end,
         "memory_tool": GNU_TIME if os.access(GNU_TIME, os.X_OK) else "/proc/<pid>/status VmHWM",
         "rows": rows,
         "profile": profile,

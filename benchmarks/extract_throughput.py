@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _machine import load_average, machine_info, median, now  # noqa: E402
+from _machine import load_average, machine_info, median, run_record  # noqa: E402
 
 from workflow_scripts.data import Normalizer, PerCellMinMax, open_shards, source_for  # noqa: E402
 from workflow_scripts.datasets import SYNTHETIC_CHANNELS  # noqa: E402
@@ -148,13 +148,7 @@ def main(argv=None):
     print(f"load average at end: {load_end}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "command": "python benchmarks/extract_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(args.threads),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
-        "finished": now(),
-        "elapsed_s": time.time() - started,
-        "load_average_start": load_start,
-        "load_average_end": load_end,
+        **run_record("extract_throughput.py", argv, started, load_start, load_end, machine_info(args.threads)),
         "pooling": args.pooling,
         "rows": rows,
     }

@@ -28,7 +28,7 @@ ROOT = HERE.parent
 BENCH = Path("benchmarks")
 sys.path.insert(0, str(HERE))
 
-from _machine import gpu_name, load_average, machine_info, now  # noqa: E402
+from _machine import gpu_name, load_average, machine_info, run_record  # noqa: E402
 
 OUT = HERE / "out"
 
@@ -138,13 +138,7 @@ def main(argv=None):
     started, load_start = time.time(), load_average()
     results = [run_one(name, cmd, limit) for name, cmd, limit in jobs]
     summary = {
-        "command": "python benchmarks/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(args.threads),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
-        "finished": now(),
-        "elapsed_s": time.time() - started,
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
+        **run_record("run_all.py", argv, started, load_start, load_average(), machine_info(args.threads)),
         "quick": args.quick,
         "benchmarks": results,
     }

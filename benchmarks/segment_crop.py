@@ -67,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "workflow_scripts" / "scripts"))  # the rule scripts' `import _bootstrap`
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _machine import cpu_seconds, load_average, machine_info, median, now  # noqa: E402
+from _machine import cpu_seconds, load_average, machine_info, median, run_record  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 SCRIPTS = ROOT / "workflow_scripts" / "scripts"
@@ -500,13 +500,7 @@ def main(argv=None):
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "command": "python benchmarks/segment_crop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
-        "finished": now(),
-        "elapsed_s": time.time() - started,
-        "load_average_start": load_start,
-        "load_average_end": load_end,
+        **run_record("segment_crop.py", argv, started, load_start, load_end, machine_info()),
         "data": {
             "size": args.size,
             "channels": len(channels),
