@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "IMAGE_EXTENSIONS",
     "COLOUR_PLANES",
+    "BadImageError",
+    "MissingCodecError",
     "field_index",
     "index_fields",
     "list_matches",
@@ -338,22 +340,81 @@ class BadImageError(ValueError):
 BAD_IMAGE_REASONS = ("missing_file", "unreadable", "wrong_channels", "shape_mismatch", "non_finite")
 
 
+class MissingCodecError(ValueError):
+    """A compressed image this installation cannot decode because a codec package is missing
+    (tifffile reads LZW, JPEG, Zstd, ... TIFFs through ``imagecodecs``).
+
+    Not a :class:`BadImageError`: the file is not damaged, and ``on_bad_image: skip`` would
+    otherwise drop every field of a screen that ships compressed TIFFs, so the run stops with
+    a message that names the file, its compression and what to install. A ValueError, so the
+    rule's runner reports it as a user error (message, no traceback)."""
+
+
+_CODEC_FIX = (
+    "install the codecs with `pip install imagecodecs` (or `pip install -r requirements.txt`; with "
+    "conda, update the environment from envs/core.yaml) and rerun"
+)
+
+
+def _compression_of(path: Path, message: str) -> str:
+    """The compression named in tifffile's message (``<COMPRESSION.LZW: 5> requires ...``),
+    else the one the file's first page declares."""
+    named = re.search(r"COMPRESSION\.(\w+)", message)
+    if named:
+        return named.group(1)
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            compression = tif.pages[0].compression
+        return getattr(compression, "name", str(compression))
+    except Exception:  # the header is unreadable too: say so rather than guess
+        return "unknown"
+
+
+def _missing_codec(path: Path, exc: BaseException) -> MissingCodecError | None:
+    """The error to raise when tifffile failed on ``path`` for want of a codec package, else None.
+
+    tifffile raises ValueError ``"<COMPRESSION.X: n> requires the 'imagecodecs' package"`` when
+    the codec is absent, and an ImportError when a fallback module is missing (Zstd without
+    imagecodecs looks for ``compression.zstd``, which only Python >= 3.14 has).
+    """
+    message = str(exc)
+    if not (isinstance(exc, ImportError) or "requires the 'imagecodecs' package" in message):
+        return None
+    compression = _compression_of(path, message)
+    # Packed 12-bit or 24-bit float pixels need imagecodecs too, in uncompressed files.
+    what = f"its {compression} compression" if compression not in ("NONE", "unknown") else "its pixel encoding"
+    return MissingCodecError(
+        f"{path}: cannot decode {what}: this installation lacks the codec ({type(exc).__name__}: "
+        f"{message}). The file is not damaged: {_CODEC_FIX}."
+    )
+
+
 def read_planes(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
     """An image file as planes ``(P, H, W)`` and whether the planes are colour samples (RGB).
 
     TIFF (OME-TIFF included) through tifffile: every axis but Y and X is flattened into planes,
-    in stored order. Other formats through Pillow: greyscale -> one plane, RGB(A) -> three
-    (alpha dropped), palette images converted to RGB.
+    in stored order. Compressed TIFFs (LZW, Deflate, Zstd, JPEG, ...) need ``imagecodecs``;
+    without it a :class:`MissingCodecError` names the file and the compression. Other formats
+    through Pillow: greyscale -> one plane, RGB(A) -> three (alpha dropped), palette images
+    converted to RGB.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            array = series.asarray()
-            axes = series.axes
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                array = series.asarray()
+                axes = series.axes
+        except Exception as exc:
+            missing = _missing_codec(path, exc)
+            if missing is not None:
+                raise missing from exc
+            raise
         if "Y" not in axes or "X" not in axes:
             raise ValueError(f"{path}: TIFF axes {axes!r} have no Y and X")
         colour = "S" in axes and array.shape[axes.index("S")] in (3, 4)
@@ -410,6 +471,10 @@ def read_channels(files: dict[str, str], channels: Sequence[dict], root) -> np.n
     ``files`` maps channel key -> path relative to ``root``; a file shared by several channels
     is read once. Integer images keep their dtype (so saturation is judged against it); float
     images become float32; mixed integer depths are promoted.
+
+    A field that cannot be used raises :class:`BadImageError` (skipped with ``on_bad_image:
+    skip``); a compressed file whose codec is not installed raises :class:`MissingCodecError`,
+    which is never skipped.
     """
     root = Path(root)
     cache: dict[str, tuple[np.ndarray, bool]] = {}
@@ -428,6 +493,8 @@ def read_channels(files: dict[str, str], channels: Sequence[dict], root) -> np.n
                 raise BadImageError(f"{path}: the file is empty (0 bytes); expected an image", "unreadable")
             try:
                 cache[rel] = read_planes(path)
+            except MissingCodecError:  # the installation, not the file: stop, even with on_bad_image: skip
+                raise
             except Exception as exc:  # a decoder's own error (truncated, corrupt): say which file
                 raise BadImageError(f"{path}: cannot read image ({type(exc).__name__}: {exc})", "unreadable") from exc
         planes, colour = cache[rel]
