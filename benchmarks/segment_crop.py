@@ -102,9 +102,25 @@ def workflow_config() -> dict:
 def segmentation_settings(config: dict) -> dict:
     """``segmentation_params`` of rules/common.smk: config.yaml's section minus the non-algorithm keys."""
     seg = dict(config["segmentation"])
-    for key in ("save_masks", "overlay_fields"):
-        seg.pop(key)
+    for key in ("save_masks", "overlay_fields", "scale_fields", "scale_tolerance", "max_dropped_fraction"):
+        seg.pop(key, None)
     return seg
+
+
+def resolved_settings(paths: dict, config: dict, scale_json: Path) -> tuple[dict, dict]:
+    """What rule estimate_scale writes for these fields: the nucleus scale estimated on them and
+    the segmentation and crop sizes that follow (config.yaml's "auto" keys resolved), saved as
+    the scale.json the segment_and_crop script reads. The estimate is a once-per-dataset job,
+    not part of the per-shard time measured here."""
+    from workflow_scripts.io import read_fields
+    from workflow_scripts.scale import estimate_scale, resolve_crop, resolve_segmentation
+
+    images, _ = read_fields(paths["fields"])
+    scale = estimate_scale([np.asarray(image[0]) for image in images[:16]])
+    params, info = resolve_segmentation(segmentation_settings(config), scale)
+    crop = resolve_crop(dict(config["crop"]), info["diameter"])
+    scale_json.write_text(json.dumps({"diameter": info["diameter"], "segmentation": params, "crop": crop}))
+    return params, crop
 
 
 def make_fields(folder: Path, n_fields: int, size: int, cells_per_field: float, seed: int) -> dict:
@@ -226,7 +242,7 @@ def run_reference(paths: dict, out_dir: Path, n_fields: int, settings: dict, cro
     return cells
 
 
-def run_ours(paths: dict, out_dir: Path, settings: dict, crop: dict, channels: list[dict]) -> pd.DataFrame:
+def run_ours(paths: dict, out_dir: Path, scale_json: Path, channels: list[dict]) -> pd.DataFrame:
     output = {
         "crops": out_dir / "s0000.npy",
         "table": out_dir / "s0000.parquet",
@@ -234,13 +250,11 @@ def run_ours(paths: dict, out_dir: Path, settings: dict, crop: dict, channels: l
     }
     run_rule_script(
         "segment_and_crop.py",
-        input=paths,
+        input={**paths, "scale": str(scale_json)},
         output=output,
         params={
             "nucleus_channel": 0,
             "channels": channels,
-            "segmentation": settings,
-            "crop": crop,
             "save_masks": False,
             "masks_dir": str(out_dir / "masks"),
         },
@@ -391,8 +405,6 @@ def main(argv=None):
     started, load_start = time.time(), load_average()
     print(f"load average at start: {load_start}", flush=True)
     config = workflow_config()
-    settings = segmentation_settings(config)
-    crop = dict(config["crop"])
     channels = [dict(c) for c in SYNTHETIC_CHANNELS]
     channel_names = [c["name"] for c in channels]
     paths = make_fields(
@@ -402,16 +414,20 @@ def main(argv=None):
         args.cells_per_field,
         args.seed,
     )
+    scale_dir = Path(tempfile.mkdtemp())
+    scale_json, scale_nosplit = scale_dir / "scale.json", scale_dir / "scale_nosplit.json"
+    settings, crop = resolved_settings(paths, config, scale_json)
+    scale_nosplit.write_text(
+        json.dumps({**json.loads(scale_json.read_text()), "segmentation": {**settings, "split_touching": False}})
+    )
+    print(f"resolved segmentation {settings}, crop {crop}", flush=True)
     field_ids = pd.read_parquet(paths["table"])["Metadata_image"].tolist()
     objects = pd.read_parquet(paths["objects"])
     truth_per_field = objects.groupby("Metadata_image").size()
 
     variants = {
-        "ours": (lambda d: run_ours(paths, d, settings, crop, channels), args.fields),
-        "ours_nosplit": (
-            lambda d: run_ours(paths, d, {**settings, "split_touching": False}, crop, channels),
-            args.fields,
-        ),
+        "ours": (lambda d: run_ours(paths, d, scale_json, channels), args.fields),
+        "ours_nosplit": (lambda d: run_ours(paths, d, scale_nosplit, channels), args.fields),
         "reference": (lambda d: run_reference(paths, d, ref_fields, settings, crop, channel_names), ref_fields),
     }
     runs = {name: [] for name in variants}

@@ -61,7 +61,7 @@ def _check_config(cfg, models):
     problems = []
     for section in ("segmentation", "filter"):
         lo, hi = cfg[section]["min_area"], cfg[section]["max_area"]
-        if lo > hi:
+        if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
             problems.append(
                 f"{section}.min_area ({lo}) is larger than {section}.max_area ({hi})"
             )
@@ -310,11 +310,35 @@ def nucleus_channel(wildcards):
     return ds_lib.channel_index(DATASETS[wildcards.dataset], "nucleus")
 
 
+#: segmentation keys that steer the stage but are not arguments of the segmentation itself
+SEGMENTATION_QC_KEYS = (
+    "save_masks",
+    "overlay_fields",
+    "scale_fields",
+    "scale_tolerance",
+    "max_dropped_fraction",
+)
+
+
 def segmentation_params(wildcards):
+    """The segmentation section as the segmentation reads it: sizes may still be "auto",
+    resolved in the job from results/<ds>/qc/scale.json (workflow_scripts.scale)."""
     seg = dict(config["segmentation"])
-    for key in ("save_masks", "overlay_fields"):
+    for key in SEGMENTATION_QC_KEYS:
         seg.pop(key)
     return seg
+
+
+def scale_sample_fields(wildcards):
+    """Field shards the scale estimate reads: up to scale_fields shards spread evenly over the
+    dataset (one field or more from each), so the estimate sees every part of a screen.
+    """
+    names = shards(wildcards.dataset)
+    want = min(len(names), config["segmentation"]["scale_fields"])
+    picks = sorted(
+        {round(i * (len(names) - 1) / max(want - 1, 1)) for i in range(want)}
+    )
+    return [f"results/{wildcards.dataset}/fields/{names[i]}.npz" for i in picks]
 
 
 def cell_shard_tables(wildcards):
@@ -562,7 +586,10 @@ def final_outputs():
             f"results/{dataset}/qc/drops.csv",
         ]
         if DATASETS[dataset]["source"] != "crops":
-            outputs.append(f"results/{dataset}/qc/segmentation_overlay.png")
+            outputs += [
+                f"results/{dataset}/qc/segmentation_overlay.png",
+                f"results/{dataset}/qc/segmentation_qc.png",
+            ]
         for model in trained_models():
             outputs += expand(
                 "results/{dataset}/models/{model}/{name}",

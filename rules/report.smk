@@ -5,6 +5,7 @@
 localrules:
     summarize_metrics,
     segmentation_overlay,
+    segmentation_qc,
 
 
 rule embed_best_layer:

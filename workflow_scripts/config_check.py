@@ -46,7 +46,11 @@ def config_errors(config: dict, schema_path: str | Path) -> list[str]:
     errors = []
     for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
         # A oneOf/anyOf failure lists its branches' reasons: report the most specific one.
+        auto = False
         if error.context:
-            error = jsonschema.exceptions.best_match(error.context)
-        errors.append(_message(error))
+            # A size that may also be "auto": the numeric branch says what is wrong.
+            specific = [e for e in error.context if e.validator != "const"]
+            auto = len(specific) < len(error.context)
+            error = jsonschema.exceptions.best_match(specific or error.context)
+        errors.append(_message(error) + (" (or 'auto')" if auto else ""))
     return errors

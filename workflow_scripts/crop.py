@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from skimage.transform import resize
 
-from .segment import match_labels, object_table, segment_nuclei
+from .segment import match_labels, object_table, segment_nuclei_qc
 
 __all__ = ["crop_cells", "saturated_fraction", "segment_and_crop"]
 
@@ -27,6 +27,13 @@ _SEGMENT_KEYS = (
     "clear_border",
     "split_touching",
     "min_distance",
+    "background",
+    "background_radius",
+    "gamma",
+    "threshold_level",
+    "min_snr",
+    "split_intensity",
+    "seed_sigma",
 )
 _CROP_DEFAULTS = {"size": 64, "resize_to": 64, "edge": "drop"}
 
@@ -245,7 +252,8 @@ def segment_and_crop(
     crop: dict,
     saturation: float | None = None,
     truth: np.ndarray | None = None,
-) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    return_qc: bool = False,
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray] | tuple[np.ndarray, pd.DataFrame, np.ndarray, dict]:
     """Segment the nuclei of one field and crop every cell over all channels.
 
     Parameters
@@ -264,6 +272,9 @@ def segment_and_crop(
         integer images; no check (fraction 0) for float images.
     truth : (H, W) ndarray of non-negative int, optional
         Ground-truth nuclear labels; adds a ``truth_label`` column.
+    return_qc : bool, optional
+        Also return the segmentation's per-field measurements (see
+        :func:`workflow_scripts.segment.segment_nuclei_qc`).
 
     Returns
     -------
@@ -313,7 +324,7 @@ def segment_and_crop(
                 f"truth has shape {truth.shape}: expected the field's (H, W) = {image.shape[1:]}"
             )
 
-    labels = segment_nuclei(image[nucleus_channel], **segmentation)
+    labels, qc = segment_nuclei_qc(image[nucleus_channel], **segmentation)
     objects = object_table(labels)
     centres = objects[["y", "x"]].to_numpy()
     crops, kept = crop_cells(image, centres, **crop_args)
@@ -338,4 +349,6 @@ def segment_and_crop(
     if truth is not None:
         best = match_labels(labels, truth)
         table["truth_label"] = best[table["Metadata_label"].to_numpy() - 1]
+    if return_qc:
+        return crops, table, labels, qc
     return crops, table, labels

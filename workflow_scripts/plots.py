@@ -389,6 +389,76 @@ def plot_segmentation_overlays(
     save_figure(fig, path, dpi=_DPI)
 
 
+def plot_segmentation_qc(
+    table: pd.DataFrame,
+    scale: Mapping,
+    warnings: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    dataset: str = "",
+) -> None:
+    """Per-field segmentation QC of one dataset: objects per field, share of the foreground
+    kept by the area filters, contrast to noise and each field's nucleus size against the
+    dataset's diameter, flagged fields in red; the scale and the warnings as text below.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per field: ``n_objects``, ``kept_fraction``, ``snr``, ``diameter``, ``flags``
+        (';'-joined, empty when the field looks fine).
+    scale : mapping
+        ``diameter`` (px), ``source`` (``{"diameter": "auto" | "config", ...}``) and
+        ``segmentation`` (the resolved parameters; ``min_snr`` is drawn).
+    warnings : sequence of str
+        Printed under the panels.
+    path : str or os.PathLike
+        Output image file.
+    """
+    diameter = float(scale["diameter"])
+    flagged = table["flags"].astype(str) != ""
+    index = np.arange(len(table))
+    source = scale["source"]["diameter"]
+    lines = [
+        f"{dataset}: nucleus diameter {diameter:.1f} px ({'estimated' if source == 'auto' else 'set in config'}); "
+        f"{int(flagged.sum())} of {len(table)} fields flagged"
+    ]
+    lines += [f"WARNING: {w}" for w in warnings] or ["no warnings"]
+    text = "\n".join(_wrap(line, 180) for line in lines)
+    n_lines = text.count("\n") + 1
+    fig = plt.figure(figsize=(15, 3.4 + 0.17 * n_lines), layout="constrained")
+    grid = fig.add_gridspec(2, 4, height_ratios=(3.2, 0.17 * n_lines + 0.1))
+    axes = [fig.add_subplot(grid[0, i]) for i in range(4)]
+    panels = [
+        ("n_objects", "objects per field", None),
+        ("kept_fraction", "foreground kept by the area filters", None),
+        ("snr", "contrast to noise", scale["segmentation"].get("min_snr")),
+        ("diameter", "median nucleus diameter (px)", diameter),
+    ]
+    for ax, (column, title, line) in zip(axes, panels, strict=True):
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+        ax.scatter(index[~flagged], values[~flagged], s=12, color="0.35", label="field")
+        if flagged.any():
+            ax.scatter(index[flagged], values[flagged], s=18, color="tab:red", label="flagged")
+        if line is not None and np.isfinite(line):
+            ax.axhline(line, color="tab:blue", linestyle="--", linewidth=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("field")
+        finite = values[np.isfinite(values)]
+        if column == "snr" and finite.size and finite.max() > 50:
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8, loc="best")
+    notes = fig.add_subplot(grid[1, :])
+    notes.axis("off")
+    notes.text(0, 1, text, ha="left", va="top", fontsize=8, color="tab:red" if warnings else "black", transform=notes.transAxes)
+    save_figure(fig, path)
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
 def _outline_mask(labels: np.ndarray, display_px: float) -> np.ndarray:
     """Object outlines, thickened so they stay visible when the image is drawn smaller."""
     outline = find_boundaries(labels, mode="outer")

@@ -1,5 +1,6 @@
 """Rule segment_and_crop: nuclei of every field of a shard -> one crop array + one cell table."""
 
+import json
 import logging
 from pathlib import Path
 
@@ -21,10 +22,13 @@ def main(smk):
     if len(fields) != len(images):
         raise ValueError(f"{smk.input.table}: {len(fields)} rows but {len(images)} images in {smk.input.fields}")
 
-    crops, tables = [], []
+    # Sizes resolved once per dataset (rule estimate_scale), so every shard uses the same ones.
+    scale = json.loads(Path(smk.input.scale).read_text())
+    segmentation = scale["segmentation"]
+    crop = dict(scale["crop"])
+    crops, tables, field_qc = [], [], []
     n_objects = 0
     empty_fields = []
-    crop = dict(smk.params.crop)
     for i, image in enumerate(images):
         image_id = fields["Metadata_image"].iloc[i]
         if crop["edge"] == "drop" and int(crop["size"]) > min(image.shape[-2:]):
@@ -34,16 +38,18 @@ def main(smk):
                 "height and width; lower crop.size or set crop.edge: pad"
             )
         try:
-            field_crops, table, labels = segment_and_crop(
+            field_crops, table, labels, qc = segment_and_crop(
                 image,
                 nucleus_channel=int(smk.params.nucleus_channel),
-                segmentation=dict(smk.params.segmentation),
+                segmentation=dict(segmentation),
                 crop=crop,
                 truth=None if truth is None else truth[i],
+                return_qc=True,
             )
         except ValueError as exc:
             raise ValueError(f"{smk.input.fields}, field {image_id!r}: {exc}") from exc
         n_objects += int(labels.max())
+        field_qc.append({"image": str(image_id), **qc, "n_crops": int(len(table))})
         if smk.params.save_masks:
             import tifffile
 
@@ -58,7 +64,7 @@ def main(smk):
         log.info("field %s: %d nuclei, %d crops kept", image_id, labels.max(), len(table))
 
     channels = len(smk.params.channels)
-    size = int(smk.params.crop["resize_to"] or smk.params.crop["size"])
+    size = int(crop["resize_to"] or crop["size"])
     crops = np.concatenate(crops) if crops else np.zeros((0, channels, size, size), np.float32)
     # A shard without a single cell (every field skipped, empty or without nuclei) still writes
     # its (empty) outputs, so the drop counts of its fields reach qc/drops.csv.
@@ -93,6 +99,7 @@ def main(smk):
             "n_edge_dropped": n_objects - int(len(cells)),
             "fields_without_cells": empty_fields,
             "fields_skipped": fields.attrs.get("skipped_fields", []),
+            "fields": field_qc,
         },
     )
     log.info("%d fields, %d nuclei, %d crops", len(images), n_objects, len(cells))

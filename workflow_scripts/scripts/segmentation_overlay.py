@@ -1,5 +1,8 @@
 """Rule segmentation_overlay: outlines of the segmented nuclei on the first fields."""
 
+import json
+from pathlib import Path
+
 import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import numpy as np
 
@@ -13,7 +16,8 @@ def main(smk):
     images, _ = read_fields(smk.input.fields)
     images = images[: int(smk.params.n_fields)]
     names = [str(n) for n in np.load(smk.input.fields)["image_ids"][: len(images)]]
-    labels = [segment_nuclei(img[int(smk.params.nucleus_channel)], **smk.params.segmentation) for img in images]
+    params = json.loads(Path(smk.input.scale).read_text())["segmentation"]  # sizes of the dataset's scale
+    labels = [segment_nuclei(img[int(smk.params.nucleus_channel)], **params) for img in images]
     plot_segmentation_overlays(
         list(images), labels, names, smk.output[0], channel_names=[c["name"] for c in smk.params.channels]
     )
