@@ -132,7 +132,10 @@ def test_explicit_keys_override_the_automatic_values():
     assert info["diameter"] == 12 and info["source"]["diameter"] == "config"
     assert params["background_radius"] == 12  # follows the given diameter, not the estimate
     assert resolve_segmentation({"max_area": None}, scale)[0]["max_area"] is None
-    assert resolve_crop({"size": "auto", "resize_to": 64, "edge": "drop"}, 20.0)["size"] == 70
+    assert resolve_crop({"size": "auto", "resize_to": 64, "edge": "drop"}, 20.0)["size"] == 64  # 70: within 10%
+    assert resolve_crop({"size": "auto", "resize_to": 64, "edge": "drop"}, 25.0)["size"] == 88  # 3.5 x 25
+    assert resolve_crop({"size": "auto", "resize_to": 64, "edge": "drop"}, 38.0)["size"] == 128  # 133: 2 x 64
+    assert resolve_crop({"size": "auto", "resize_to": 64, "edge": "drop", "scale": 2.0}, 20.0)["size"] == 40
     assert resolve_crop({"size": 96, "resize_to": 64, "edge": "drop", "scale": 2}, 20.0)["size"] == 96
     with pytest.raises(ValueError, match="segmentation.max_area .* smaller than segmentation.min_area"):
         resolve_segmentation({"max_area": 10}, scale)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numbers
 
+import cv2
 import numpy as np
 import pandas as pd
-from skimage.transform import resize
 
 from .segment import match_labels, object_table, segment_nuclei_qc
 
@@ -37,9 +37,6 @@ _SEGMENT_KEYS = (
 )
 _CROP_DEFAULTS = {"size": 64, "resize_to": 64, "edge": "drop"}
 
-# skimage.transform.resize works in float64: resize this many crops at a time so a field with
-# thousands of 128x128x3 crops does not need a multi-GB temporary.
-_RESIZE_CHUNK = 256
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +105,8 @@ def crop_cells(
         Window side in pixels, > 0. May exceed the image (then ``edge='drop'`` keeps nothing).
     resize_to : int or None, optional
         Output side in pixels; None keeps ``size``. When ``size`` is an integer multiple of
-        ``resize_to`` the resize is an exact block mean; otherwise
-        ``skimage.transform.resize`` (bilinear, anti-aliased, ``preserve_range=True``).
+        ``resize_to`` the resize is an exact block mean; otherwise OpenCV's area average
+        (shrinking) or bilinear interpolation (enlarging), in the input's intensity units.
     edge : {'drop', 'pad'}, optional
         Windows that leave the image are dropped ('drop') or zero-padded ('pad').
 
@@ -160,18 +157,16 @@ def crop_cells(
             for dx in range(f):
                 total += windows[..., dy::f, dx::f]
         return (total / (f * f)).astype(np.float32), kept
+    # Any other factor (crop.size: auto gives sizes like 68 or 140): OpenCV's area interpolation
+    # when shrinking (an exact area average: anti-aliased), bilinear when enlarging, one plane
+    # per call (OpenCV's area resize takes at most 4 channels; batching planes as channels or
+    # as matrix products measured slower): 15 ms for a field's 300 3-channel crops, 20x less
+    # than skimage.transform.resize.
+    interpolation = cv2.INTER_AREA if out_side < size else cv2.INTER_LINEAR
     crops = np.empty((len(windows), n_channels, out_side, out_side), dtype=np.float32)
-    for start in range(0, len(windows), _RESIZE_CHUNK):
-        chunk = windows[start : start + _RESIZE_CHUNK]
-        # Scale factor 1 along the crop and channel axes: resize neither blurs nor mixes them.
-        crops[start : start + len(chunk)] = resize(
-            chunk,
-            (len(chunk), n_channels, out_side, out_side),
-            order=1,
-            mode="edge",
-            anti_aliasing=out_side < size,
-            preserve_range=True,
-        )
+    for i in range(len(windows)):
+        for c in range(n_channels):
+            cv2.resize(windows[i, c], (out_side, out_side), dst=crops[i, c], interpolation=interpolation)
     return crops, kept
 
 

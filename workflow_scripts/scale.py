@@ -254,11 +254,21 @@ def resolve_segmentation(config: dict, scale: dict) -> tuple[dict, dict]:
 
 def resolve_crop(config: dict, diameter: float) -> dict:
     """The crop section with ``size: auto`` replaced by ``scale x diameter`` (rounded to an
-    even number of px, at least 8): a window that keeps the whole cell around its nucleus."""
+    even number of px, at least 8): a window that keeps the whole cell around its nucleus.
+
+    Within 10% of ``resize_to`` or of a multiple of it, the window takes that size instead, so
+    the crops are cut at the model's resolution or shrunk by an exact block mean rather than
+    resampled (no interpolation blur, and a tenth of the cost)."""
     crop = dict(config)
     scale = float(crop.pop("scale", 3.5))
     if _is_auto(crop.get("size", AUTO)):
-        crop["size"] = max(8, 2 * int(round(scale * diameter / 2)))
+        size = max(8, 2 * int(round(scale * diameter / 2)))
+        target = crop.get("resize_to")
+        if target:
+            multiple = max(1, round(size / target)) * target
+            if abs(size - multiple) <= 0.1 * multiple:
+                size = multiple
+        crop["size"] = size
     return crop
 
 
