@@ -202,7 +202,13 @@ def segment_crop(data: dict) -> str:
         f"Data: {d['fields']} synthetic fields of {d['size']:,} x {d['size']:,} x {d['channels']} (uint16, "
         f"`cells_per_field` {d['cells_per_field_setting']:g}: {d['true_nuclei_per_field']:.0f} true nuclei per "
         f"field), seed {d['seed']}, one shard; the reference processed {d['reference_fields']} of them. "
-        f"Settings (config.yaml, both implementations): sigma {seg['sigma']:g} px, downscale {seg['downscale']}, "
+        + (
+            f"Settings (config.yaml: sizes derived from the nucleus diameter, {data['settings']['diameter']:.1f} px, "
+            "estimated on these fields as rule estimate_scale does; the reference takes the same values): "
+            if "diameter" in data["settings"]
+            else "Settings (config.yaml, both implementations): "
+        )
+        + f"sigma {seg['sigma']:g} px, downscale {seg['downscale']}, "
         f"holes < {seg['fill_holes']} px filled, area {seg['min_area']}-{seg['max_area']} px, clear border "
         f"{'on' if seg['clear_border'] else 'off'}, {crop['size']} x {crop['size']} windows "
         f"(resized to {crop['resize_to']}), edge `{crop['edge']}`. Every figure includes writing the outputs.",
@@ -261,6 +267,37 @@ def segment_crop(data: dict) -> str:
         f"reference's algorithm). Same crop centres within {t['match_px']:g} px: **{t['centres']}** "
         f"(with the reference's algorithm every crop pairs up; as configured the unpaired ones are the nuclei the "
         f"watershed splits).",
+    ]
+    return "\n".join(lines)
+
+
+def segmentation_quality(data: dict) -> str:
+    lines = _header(data)
+    bins = list(data["defaults"])
+    lines += [
+        "",
+        f"Data: `{Path(data['data']).name}` ({data['defaults']['all']['images']} images, "
+        f"{data['defaults']['all']['nuclei']:,} hand-labelled nuclei) and the stardist test image (125 nuclei). "
+        "Object F1 at IoU >= 0.5, pooled over images (2 TP / (objects + nuclei)); Dice of the foreground.",
+        "",
+        "| images | F1 | precision | recall | Dice | before (fixed sizes): F1 | one scale for the whole set: F1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in bins:
+        s, old, one = data["defaults"][key], data["old_defaults"][key], data["one_dataset"][key]
+        label = "all" if key == "all" else f"median nucleus area {key} px"
+        lines.append(
+            f"| {label} ({s['images']} images, {s['nuclei']:,} nuclei) | **{s['f1']:.3f}** | {s['precision']:.3f} | "
+            f"{s['recall']:.3f} | {s['dice']:.3f} | {old['f1']:.3f} | {one['f1']:.3f} |"
+        )
+    sd, so, e = data["stardist"], data["stardist_old"], data["scale_estimate"]
+    lines += [
+        "",
+        f"stardist `img2d.tif`: F1 **{sd['f1']:.3f}** (precision {sd['precision']:.3f}, recall {sd['recall']:.3f}, "
+        f"Dice {sd['dice']:.3f}; estimated diameter {sd['diameter']:.1f} px); before: F1 {so['f1']:.3f}.",
+        "",
+        f"Scale estimate against each image's hand-labelled median diameter: median ratio {e['median_ratio']:.3f}; "
+        f"within 15% for {100 * e['within_15pct']:.1f}% of the images, within 1.5x for {100 * e['within_1.5x']:.1f}%.",
     ]
     return "\n".join(lines)
 
@@ -398,6 +435,7 @@ def end_to_end(data: dict) -> str:
 SECTIONS = {
     "run_all": run_all,
     "segment_crop": segment_crop,
+    "segmentation_quality": segmentation_quality,
     "extract_throughput": extract_throughput,
     "extract_throughput_full": extract_throughput,
     "extract_throughput_cuda": extract_throughput,

@@ -40,6 +40,7 @@ def plan(quick: bool, cuda: bool, threads: int, e2e: bool) -> list[tuple[str, li
     steps = ["--steps", "4", "--repeats", "2", "--warmup", "1"] if quick else []
     jobs = [
         ("segment_crop", py + [str(BENCH / "segment_crop.py")] + (["--quick"] if quick else []), 1200),
+        ("segmentation_quality", py + [str(BENCH / "segmentation_quality.py")], 900),
         (
             f"train_throughput{cuda_suffix}",
             py

@@ -107,7 +107,7 @@ def segmentation_settings(config: dict) -> dict:
     return seg
 
 
-def resolved_settings(paths: dict, config: dict, scale_json: Path) -> tuple[dict, dict]:
+def resolved_settings(paths: dict, config: dict, scale_json: Path) -> tuple[dict, dict, float]:
     """What rule estimate_scale writes for these fields: the nucleus scale estimated on them and
     the segmentation and crop sizes that follow (config.yaml's "auto" keys resolved), saved as
     the scale.json the segment_and_crop script reads. The estimate is a once-per-dataset job,
@@ -120,7 +120,7 @@ def resolved_settings(paths: dict, config: dict, scale_json: Path) -> tuple[dict
     params, info = resolve_segmentation(segmentation_settings(config), scale)
     crop = resolve_crop(dict(config["crop"]), info["diameter"])
     scale_json.write_text(json.dumps({"diameter": info["diameter"], "segmentation": params, "crop": crop}))
-    return params, crop
+    return params, crop, info["diameter"]
 
 
 def make_fields(folder: Path, n_fields: int, size: int, cells_per_field: float, seed: int) -> dict:
@@ -416,7 +416,7 @@ def main(argv=None):
     )
     scale_dir = Path(tempfile.mkdtemp())
     scale_json, scale_nosplit = scale_dir / "scale.json", scale_dir / "scale_nosplit.json"
-    settings, crop = resolved_settings(paths, config, scale_json)
+    settings, crop, diameter = resolved_settings(paths, config, scale_json)
     scale_nosplit.write_text(
         json.dumps({**json.loads(scale_json.read_text()), "segmentation": {**settings, "split_touching": False}})
     )
@@ -526,7 +526,7 @@ def main(argv=None):
             "true_nuclei_per_field": float(truth_per_field.loc[field_ids].mean()),
             "seed": args.seed,
         },
-        "settings": {"segmentation": settings, "crop": crop},
+        "settings": {"segmentation": settings, "crop": crop, "diameter": diameter},
         "rows": rows,
         "ratios": ratios,
         "agreement": agreement,

@@ -25,7 +25,7 @@ FAST_POLL = REPO / "tests" / "slurm" / "fast_poll.py"
 REQUIRE = os.environ.get("CELLEMBED_REQUIRE_SLURM") == "1"
 
 #: Rules that run on the submitting machine (localrules), never through sbatch.
-LOCAL_RULES = {"all", "summarize_metrics", "segmentation_overlay", "download_manifest", "acquire_hpa", "acquire_bbbc"}
+LOCAL_RULES = {"all", "summarize_metrics", "segmentation_overlay", "segmentation_qc", "download_manifest", "acquire_hpa", "acquire_bbbc"}
 #: Grouped per-shard rules: several shards per SLURM job (group-components in the profile).
 GROUP_OF = {"synthesize_fields": "acquire_shards", "load_fields": "acquire_shards", "load_crops": "acquire_shards",
             "segment_and_crop": "segment_shards", "tile_fields": "tile_shards"}

@@ -254,6 +254,8 @@ def test_report_builds_and_renders_in_chromium(tiny_run):
     shot = tiny_run / "report_screenshot.png"
     dom = render(report, screenshot=shot)
     assert sorted(report_sections(dom)) == ["Embeddings", "Explorer", "Metrics", "QC", "Training"]
+    raw = report.read_text(errors="replace")
+    assert "segmentation_qc.png" in raw and "segmentation_overlay.png" in raw  # scale and per-field QC shown
     text = visible_text(dom)
     assert "cellembed" in text and "Loading Snakemake Report" not in text
     with Image.open(shot) as image:
