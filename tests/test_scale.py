@@ -11,6 +11,7 @@ import tifffile
 from PIL import Image
 from scipy.spatial import cKDTree
 
+from tests.test_segment import _f1_at_iou
 from workflow_scripts.scale import (
     dataset_warnings,
     estimate_scale,
@@ -26,16 +27,9 @@ DATA = Path(__file__).parent / "data"
 
 
 def _f1(labels, truth):
-    """Object F1 at IoU >= 0.5 (a match at IoU > 0.5 is unique)."""
-    p = labels.ravel().astype(np.int64)
-    t = truth.ravel().astype(np.int64)
-    n_p, n_t = int(p.max()) + 1, int(t.max()) + 1
-    inter = np.bincount(p * n_t + t, minlength=n_p * n_t).reshape(n_p, n_t)
-    area_p, area_t = inter.sum(1), inter.sum(0)
-    overlap = inter[1:, 1:]
-    union = area_p[1:, None] + area_t[None, 1:] - overlap
-    tp = int(((overlap > 0) & (2 * overlap > union)).sum())
-    return tp, int((area_p[1:] > 0).sum()), int((area_t[1:] > 0).sum())
+    """(true positives at IoU >= 0.5, objects, nuclei)."""
+    _, tp, fp, fn = _f1_at_iou(labels, truth)
+    return tp, tp + fp, tp + fn
 
 
 def _median_diameter(labels):

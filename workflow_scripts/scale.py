@@ -12,11 +12,12 @@ a field or a dataset does not fit.
 The estimate: each field is lightly smoothed and cut by Otsu's threshold; its typical
 diameter is the median equivalent diameter of the thresholded objects (specks below a tenth
 of the area-weighted median object left out). When a bright structure holds the nuclei (an
-embryo, a tissue section: the first cut finds one big object), the cut is repeated on one side
-(:func:`workflow_scripts.segment._otsu_levels`), and the level whose objects look most like
-nuclei (convex, of similar size) wins. On the 264 images of the DSB 2018 fluorescence set the
-estimate is within 15% of the hand-labelled median for 83% of the images, within 1.5x for
-99.6% (benchmarks/segmentation_quality.py).
+embryo, a tissue section, a vignetted corner: the first cut finds one big object), the cut is
+repeated on one side (:func:`workflow_scripts.segment._otsu_levels`) or made after subtracting a
+background, and the cut whose objects look most like nuclei (convex, of similar size) wins.
+Fields without nuclear signal (camera noise) are left out. On the 264 images of the DSB 2018
+fluorescence set the estimate is within 15% of the hand-labelled median for 83% of the images
+and within 1.5x for all of them (benchmarks/segmentation_quality.py).
 """
 
 from __future__ import annotations
@@ -199,8 +200,8 @@ def resolve_segmentation(config: dict, scale: dict) -> tuple[dict, dict]:
         (derived from the diameter). ``diameter`` itself is ``"auto"`` (take ``scale``'s) or a
         number in px.
     scale : dict
-        The output of :func:`estimate_scale` (only ``diameter`` and ``threshold_level`` are
-        read; may be empty when ``diameter`` and every size are set).
+        The output of :func:`estimate_scale` (only ``diameter`` is read; may be empty when
+        ``diameter`` is set).
 
     Returns
     -------
