@@ -53,7 +53,7 @@ STAGES = {
         "acquire_hpa",
         "download_manifest",
     ],
-    "segment": ["segment_and_crop", "segmentation_overlay"],
+    "segment": ["estimate_scale", "segment_and_crop", "segmentation_overlay", "segmentation_qc"],
     "filter": ["filter_cells"],
     "tile": ["tile_fields", "tile_stats"],
     "train": ["train_model", "stitch_reconstructions"],
