@@ -81,23 +81,68 @@ def test_no_group_on_both_sides():
         assert not set(groups[train]) & set(groups[test])
 
 
-def test_few_groups_fall_back_to_group_kfold_and_fewer_splits():
-    features, labels = _blobs(n_classes=2, n_per_class=30)
-    # Class 0 lives in one group only, so it cannot be spread over the folds.
-    groups = np.where(labels == 0, "a", np.array(["b", "c"])[np.arange(len(labels)) % 2])
-    result = logreg_accuracy(features, labels, groups=groups, n_splits=5)
-    assert result["n_splits"] == 3
-    assert result["cv"] == "grouped"
-    for train, test in cv_splits(labels, groups, n_splits=5):
+def _fields(n_classes=5, groups_per_class=4, cells_per_group=25, dim=16, signal=2.0, field_sd=1.0, seed=0):
+    """A real screen's layout: few fields per class, each field one class, with a
+    class-specific signal in the features and a per-field offset (batch effect) on top."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=signal, size=(n_classes, dim))
+    n_groups = n_classes * groups_per_class
+    group_class = np.repeat(np.arange(n_classes), groups_per_class)
+    offsets = rng.normal(scale=field_sd, size=(n_groups, dim))
+    group_index = np.repeat(np.arange(n_groups), cells_per_group)
+    labels = np.array([f"class{c}" for c in group_class])[group_index]
+    features = centres[group_class][group_index] + offsets[group_index] + rng.normal(size=(len(labels), dim))
+    groups = np.array([f"field{g:02d}" for g in range(n_groups)])[group_index]
+    return features, labels, groups
+
+
+@pytest.mark.parametrize("cv", ["auto", "stratified_group", "leave_one_group_out"])
+def test_few_fields_per_class_every_fold_trains_on_every_class_it_tests(cv):
+    """5 classes x 4 fields with n_splits 5: plain GroupKFold holds out every field of some
+    class in some fold (that fold cannot score it); here every fold trains on every class it
+    tests, and each fold scores well above chance (0.2)."""
+    features, labels, groups = _fields()
+    splits = cv_splits(labels, groups, n_splits=5, cv=cv)
+    assert len(splits) == (4 if cv != "leave_one_group_out" else 20)
+    for train, test in splits:
         assert not set(groups[train]) & set(groups[test])
+        assert set(labels[test]) <= set(labels[train])
+    if cv != "leave_one_group_out":
+        for _, test in splits:  # four fields per class, four folds: one field of each class per fold
+            assert sorted(set(labels[test])) == sorted(set(labels))
+    result = logreg_accuracy(features, labels, groups=groups, n_splits=5, cv=cv)
+    assert result["cv"] == "grouped" and result["protocol"]["name"] == ("leave_one_group_out" if cv == "leave_one_group_out" else "stratified_group")
+    assert result["protocol"]["groups_per_class"] == {f"class{c}": 4 for c in range(5)}
+    assert result["protocol"]["dropped_classes"] == []
+    assert min(result["fold_accuracies"]) > 0.6
+    for probe in (mlp_accuracy(features, labels, groups=groups, n_splits=5, epochs=20, cv=cv),):
+        assert min(probe["fold_accuracies"]) > 0.6 and probe["protocol"] == result["protocol"]
+    knn = knn_accuracy(features, labels, groups=groups, ks=(5,), n_splits=5, standardize=True, cv=cv)
+    assert min(knn["by_k"][5]["fold_accuracies"]) > 0.5 and knn["protocol"] == result["protocol"]
 
 
-def test_single_class_training_fold_predicts_that_class():
+def test_a_class_seen_in_one_field_is_left_out_and_named():
+    features, labels, groups = _fields(n_classes=4, groups_per_class=3)
+    lonely = labels == "class3"
+    groups = groups.copy()
+    groups[lonely] = "field_only"  # class3 in a single field
+    result = logreg_accuracy(features, labels, groups=groups, n_splits=5)
+    assert result["protocol"]["dropped_classes"] == ["class3"]
+    assert result["protocol"]["n_cells_scored"] == int((~lonely).sum())
+    assert result["classes"] == ["class0", "class1", "class2"] and result["n_splits"] == 3
+    assert np.asarray(result["confusion"]).sum() == (~lonely).sum()
+    for train, test in cv_splits(labels, groups, n_splits=5):
+        assert not lonely[train].any() and not lonely[test].any()
+        assert set(labels[test]) <= set(labels[train])
+
+
+def test_grouped_scoring_needs_two_classes_in_two_groups():
     features, labels = _blobs(n_classes=2, n_per_class=20)
-    groups = labels.astype(str)  # two groups, one class each
-    result = logreg_accuracy(features, labels, groups=groups)
-    assert result["n_splits"] == 2
-    assert result["fold_accuracies"] == [0.0, 0.0]
+    groups = labels.astype(str)  # two groups, one class each: no class can be held out and learnt
+    with pytest.raises(ValueError, match=r"at least 2 classes seen in 2 or more groups.*0: 1, 1: 1"):
+        logreg_accuracy(features, labels, groups=groups)
+    with pytest.raises(ValueError, match="cv must be one of"):
+        cv_splits(labels, None, cv="kfold")
 
 
 def test_stratified_splits_capped_by_smallest_class():
@@ -251,21 +296,19 @@ def test_separable_classes_perfect_accuracy_f1_and_diagonal_confusion(probe):
 
 @pytest.mark.usefixtures("torch_one_thread")  # tiny MLPs: 2 threads only thrash
 @pytest.mark.parametrize("probe", ["logreg", "mlp", "knn"])
-def test_confusion_of_single_class_training_folds(probe):
-    # Two groups, one class each: every test cell is predicted as the other class.
+def test_no_probe_scores_a_class_its_training_fold_never_saw(probe):
+    # Two groups, one class each: holding a group out leaves its class out of training. The
+    # old fallback scored 0.0 in both folds as if it were a result; now every probe refuses.
     features, labels = _blobs(n_classes=2, n_per_class=20)
-    labels = np.where(np.arange(40) < 15, labels, 1 - labels)  # 35 and 5 cells: a lopsided matrix
+    labels = np.where(np.arange(40) < 15, labels, 1 - labels)
     groups = labels.astype(str)
-    if probe == "logreg":
-        result = logreg_accuracy(features, labels, groups=groups)
-    elif probe == "mlp":
-        result = mlp_accuracy(features, labels, groups, epochs=5)
-    else:
-        result = knn_accuracy(features, labels, groups, ks=(1,))["by_k"][1]
-    counts = np.bincount(labels)
-    assert result["confusion"] == [[0, counts[0]], [counts[1], 0]]
-    assert result["fold_accuracies"] == [0.0, 0.0]
-    assert result["fold_f1_macro"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="groups per class: 0: 1, 1: 1"):
+        if probe == "logreg":
+            logreg_accuracy(features, labels, groups=groups)
+        elif probe == "mlp":
+            mlp_accuracy(features, labels, groups, epochs=5)
+        else:
+            knn_accuracy(features, labels, groups, ks=(1,))
 
 
 # --- mlp_accuracy ----------------------------------------------------------------------------
@@ -312,6 +355,7 @@ def test_mlp_deterministic_for_a_seed():
         "classes",
         "n_splits",
         "cv",
+        "protocol",
     }
 
 

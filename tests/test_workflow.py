@@ -188,8 +188,13 @@ def test_tiny_run_outputs(tiny_run):
         "lcmc",
     }
     assert np.array(layer_json["logreg_grouped"]["confusion"]).sum() == layer_json["n_cells"]
+    # The grouped protocol actually used: 8 fields of 4 classes, n_splits 2 -> 2 folds, 2 fields per class.
+    assert layer_json["protocol"] == layer_json["logreg_grouped"]["protocol"]
+    assert layer_json["protocol"]["name"] == "stratified_group" and layer_json["protocol"]["folds"] == 2
+    assert set(layer_json["protocol"]["groups_per_class"].values()) == {2}
     html = (res / "metrics" / "comparison.html").read_text()
     assert html.count("font-weight:bold") >= 10 and "handcrafted" in html
+    assert "stratified group, 2 folds of whole groups, every class in every training fold" in html
     for name in (
         "embeddings/best_umap.png",
         "embeddings/best_tsne.png",

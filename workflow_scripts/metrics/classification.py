@@ -8,7 +8,10 @@ the VAEM reference) and :func:`knn_accuracy` (k nearest neighbours, no fitting a
 With ``groups`` (plate, well, field, donor, ...) the cross-validation holds whole groups
 out, so a model cannot score by recognising the group (a batch effect) instead of the
 biology: if each group carries one label, a per-group offset in the features predicts the
-label perfectly under plain stratified CV and not at all on unseen groups.
+label perfectly under plain stratified CV and not at all on unseen groups. Real layouts have
+few groups per class (4 fields, 3 wells): the folds are then built so that every training
+fold holds every class it is tested on, and a class seen in one group only is left out and
+named, never scored as if a model could have learnt it (:func:`_plan_cv`).
 """
 
 from __future__ import annotations
@@ -20,16 +23,11 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-from sklearn.model_selection import (
-    BaseCrossValidator,
-    GroupKFold,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-)
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["cv_splits", "knn_accuracy", "logreg_accuracy", "mlp_accuracy"]
+__all__ = ["CV_PROTOCOLS", "cv_splits", "knn_accuracy", "logreg_accuracy", "mlp_accuracy"]
 
 
 #: Largest features x classes for the Newton-Cholesky solver (its Hessian is that squared).
@@ -44,6 +42,7 @@ def logreg_accuracy(
     n_splits: int = 5,
     seed: int = 0,
     max_iter: int = 1000,
+    cv: str = "auto",
 ) -> dict:
     """Cross-validated accuracy of standardised multinomial logistic regression.
 
@@ -54,17 +53,21 @@ def logreg_accuracy(
     labels : ndarray of shape (N,)
         Class of each cell; any hashable, sortable values (int, str, ...).
     groups : ndarray of shape (N,), optional
-        Group of each cell (e.g. plate or well). When given, whole groups are held out:
-        ``StratifiedGroupKFold`` if every class spans at least ``n_splits`` groups, else
-        ``GroupKFold`` (both shuffled with ``seed``); ``n_splits`` is lowered to the number
-        of groups if there are fewer. Without groups: ``StratifiedKFold`` with
-        ``n_splits`` lowered to the size of the smallest class.
+        Group of each cell (e.g. plate, well or field). When given, whole groups are held out,
+        and never so that a fold trains without a class it tests: a class seen in a single
+        group is left out of the scoring (named in ``protocol``), and the folds are those of
+        ``cv``. Without groups: ``StratifiedKFold`` with ``n_splits`` lowered to the size of
+        the smallest class.
     n_splits : int, default=5
         Requested number of folds, ``>= 2``.
     seed : int, default=0
         Seed of the fold shuffling; the result is deterministic for a fixed seed.
     max_iter : int, default=1000
         Iteration limit of the lbfgs solver.
+    cv : {"auto", "stratified_group", "leave_one_group_out"}, default="auto"
+        With groups: ``stratified_group`` (and ``auto``) makes ``min(n_splits, fewest groups
+        of a class)`` folds of whole groups with every class in every fold (each class's
+        groups dealt round-robin, seeded); ``leave_one_group_out`` holds out one group per fold.
 
     Returns
     -------
@@ -74,9 +77,11 @@ def logreg_accuracy(
         ``fold_f1_macro`` (the same for the macro-averaged F1 score), ``confusion`` (list of
         lists of int: the confusion matrix summed over the folds' test sets, so it sums to N;
         row = true class, column = predicted class, both in the order of ``classes``),
-        ``classes`` (the sorted distinct labels), ``n_splits`` (int, folds actually used),
-        ``cv`` (``"grouped"`` or ``"stratified"``) and ``n_unconverged_folds`` (int, folds
-        whose solver hit ``max_iter``; their accuracy is still reported).
+        ``classes`` (the sorted distinct labels scored), ``n_splits`` (int, folds actually
+        used), ``cv`` (``"grouped"`` or ``"stratified"``), ``protocol`` (``name``, ``folds``,
+        ``groups_per_class``, ``dropped_classes``, ``n_cells_scored``) and
+        ``n_unconverged_folds`` (int, folds whose solver hit ``max_iter``; their accuracy is
+        still reported).
 
     Notes
     -----
@@ -84,8 +89,8 @@ def logreg_accuracy(
     folds only. The solver is Newton-Cholesky while features x classes is at most 4096 and at
     most the training cells of the smallest fold (a few exact Newton steps; on 256 learned
     features x 6 classes 2.5x faster than L-BFGS, which needed 445 iterations, for the same
-    optimum) and L-BFGS above (the Hessian grows as (features x classes)^2). With grouped CV a training fold can miss classes;
-    the model then simply cannot predict them, which is the honest result. If a training
+    optimum) and L-BFGS above (the Hessian grows as (features x classes)^2). With grouped CV
+    every training fold holds every class it is tested on (see ``cv``). If a training
     fold holds a single class, the fold predicts that class for every test cell (what any
     classifier trained on it would do) instead of failing. A fold's macro-F1 averages over the
     classes present in its test labels or predictions (sklearn's default); a class predicted
@@ -102,8 +107,9 @@ def logreg_accuracy(
     if not isinstance(max_iter, numbers.Integral) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
 
-    cv, n_used, kind = _make_cv(labels, groups, n_splits, seed)
-    splits = list(cv.split(features, labels, groups))
+    keep, splits, info = _plan_cv(labels, groups, n_splits, seed, cv)
+    if keep is not None:
+        features, labels = features[keep], labels[keep]
     n_params = features.shape[1] * max(len(np.unique(labels)), 2)
     # With more parameters than training cells the Hessian is near-singular and sklearn falls
     # back to a slow least-squares solve (measured: 2.5 s per Newton step at 59 cells x 324
@@ -125,7 +131,7 @@ def logreg_accuracy(
         n_unconverged += int(np.any(model[-1].n_iter_ >= max_iter))
         return model.predict(features[test])
 
-    result = _score_folds(labels, splits, fit_predict) | {"n_splits": n_used, "cv": kind}
+    result = _score_folds(labels, splits, fit_predict) | info
     result["n_unconverged_folds"] = n_unconverged
     return result
 
@@ -143,6 +149,7 @@ def mlp_accuracy(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     class_weight: str | None = "balanced",
+    cv: str = "auto",
 ) -> dict:
     """Cross-validated accuracy of a small MLP with class-weighted cross-entropy (VAEM's probe).
 
@@ -192,9 +199,10 @@ def mlp_accuracy(
     if class_weight not in ("balanced", None):
         raise ValueError(f"class_weight must be 'balanced' or None; got {class_weight!r}")
 
-    cv, n_used, kind = _make_cv(labels, groups, n_splits, seed)
+    keep, splits, info = _plan_cv(labels, groups, n_splits, seed, cv)
+    if keep is not None:
+        features, labels = features[keep], labels[keep]
     classes, y = np.unique(labels, return_inverse=True)
-    splits = list(cv.split(features, labels, groups))
 
     def fit_predict(fold, train, test):
         scaler = StandardScaler().fit(features[train])
@@ -220,7 +228,7 @@ def mlp_accuracy(
         with torch.no_grad():
             return classes[model(x_test).argmax(dim=1).numpy()]
 
-    return _score_folds(labels, splits, fit_predict) | {"n_splits": n_used, "cv": kind}
+    return _score_folds(labels, splits, fit_predict) | info
 
 
 def knn_accuracy(
@@ -233,6 +241,7 @@ def knn_accuracy(
     n_splits: int = 5,
     seed: int = 0,
     standardize: bool = False,
+    cv: str = "auto",
 ) -> dict:
     """Cross-validated accuracy of k-nearest-neighbour majority vote, for several k at once.
 
@@ -272,9 +281,10 @@ def knn_accuracy(
     if len(set(ks)) != len(ks):
         raise ValueError(f"ks must not repeat a value; got {ks!r}")
     ks = [int(k) for k in ks]
-    cv, n_used, kind = _make_cv(labels, groups, n_splits, seed)
+    keep, splits, info = _plan_cv(labels, groups, n_splits, seed, cv)
+    if keep is not None:
+        features, labels = features[keep], labels[keep]
     classes, y = np.unique(labels, return_inverse=True)
-    splits = list(cv.split(features, labels, groups))
     smallest = min(len(train) for train, _ in splits)
     if max(ks) > smallest:
         raise ValueError(f"ks: k = {max(ks)} exceeds the smallest training fold ({smallest} cells)")
@@ -299,8 +309,7 @@ def knn_accuracy(
         "ks": ks,
         "classes": classes.tolist(),
         "metric": metric,
-        "n_splits": n_used,
-        "cv": kind,
+        **info,
     }
 
 
@@ -309,6 +318,7 @@ def cv_splits(
     groups: np.ndarray | None = None,
     n_splits: int = 5,
     seed: int = 0,
+    cv: str = "auto",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (train, test) index pairs :func:`logreg_accuracy` uses.
 
@@ -322,53 +332,133 @@ def cv_splits(
         Requested number of folds (lowered as described in :func:`logreg_accuracy`).
     seed : int, default=0
         Shuffling seed.
+    cv : str, default="auto"
+        The grouped protocol (see :func:`logreg_accuracy`).
 
     Returns
     -------
     list of (ndarray, ndarray)
-        One ``(train_indices, test_indices)`` pair of int arrays per fold; the test sets
-        partition ``range(N)``.
+        One ``(train_indices, test_indices)`` pair of int arrays per fold, indices into the
+        ``N`` cells; the test sets partition the cells scored (all of them, except with groups
+        the cells of classes seen in a single group).
     """
     labels = _as_vector(labels, "labels", None)
-    cv, _, _ = _make_cv(labels, groups, n_splits, seed)
-    return list(cv.split(np.zeros((len(labels), 1)), labels, groups))
+    keep, splits, _ = _plan_cv(labels, groups, n_splits, seed, cv)
+    if keep is None:
+        return splits
+    rows = np.flatnonzero(keep)
+    return [(rows[train], rows[test]) for train, test in splits]
 
 
-def _make_cv(labels, groups, n_splits, seed) -> tuple[BaseCrossValidator, int, str]:
+#: ``metrics.cv``: how whole groups are held out (README, "Evaluation protocol").
+CV_PROTOCOLS = ("auto", "stratified_group", "leave_one_group_out")
+
+
+class _ClassGroupFolds:
+    """``n_splits`` folds of whole groups in which every class has a group in every fold.
+
+    Each group goes with its most frequent class; each class's groups, shuffled with ``seed``,
+    are dealt round-robin over the folds from a random starting fold. With at least
+    ``n_splits`` groups per class, every test fold holds every class and every training fold
+    holds every class it is tested on. Written here because ``StratifiedGroupKFold`` balances
+    class proportions only approximately: with few groups per class it can put all of a
+    class's groups in one fold, and that fold's model never sees the class it is scored on.
+    """
+
+    def __init__(self, n_splits: int, seed: int):
+        self.n_splits, self.seed = n_splits, seed
+
+    def split(self, features, labels, groups):
+        rng = np.random.default_rng(self.seed)
+        group_names, group_index = np.unique(groups, return_inverse=True)
+        classes, class_index = np.unique(labels, return_inverse=True)
+        counts = np.zeros((len(group_names), len(classes)), dtype=np.int64)
+        np.add.at(counts, (group_index, class_index), 1)
+        main_class = counts.argmax(axis=1)
+        fold_of_group = np.empty(len(group_names), dtype=np.int64)
+        for c in range(len(classes)):
+            members = np.flatnonzero(main_class == c)
+            members = members[rng.permutation(len(members))]
+            start = int(rng.integers(self.n_splits))
+            fold_of_group[members] = (start + np.arange(len(members))) % self.n_splits
+        fold = fold_of_group[group_index]
+        for k in range(self.n_splits):
+            yield np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+
+
+class _LeaveOneGroupOut:
+    def split(self, features, labels, groups):
+        _, group_index = np.unique(groups, return_inverse=True)
+        for g in range(int(group_index.max()) + 1):
+            yield np.flatnonzero(group_index != g), np.flatnonzero(group_index == g)
+
+
+def _plan_cv(labels, groups, n_splits, seed, cv="auto"):
+    """The cross-validation of the probes: ``(keep, splits, info)``.
+
+    ``keep`` is None or a bool mask of the cells scored (grouped CV leaves out the classes
+    seen in a single group: with that group held out no model could have seen them);
+    ``splits`` are (train, test) index pairs into the kept cells; ``info`` holds
+    ``n_splits``, ``cv`` (``"grouped"`` or ``"stratified"``) and ``protocol``: its name,
+    the folds, the groups per class, the classes left out and the cells scored.
+    """
     if not isinstance(n_splits, numbers.Integral) or isinstance(n_splits, bool) or n_splits < 2:
         raise ValueError(f"n_splits must be an integer >= 2; got {n_splits!r}")
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer; got {seed!r}")
+    if cv not in CV_PROTOCOLS:
+        raise ValueError(f"cv must be one of {list(CV_PROTOCOLS)}; got {cv!r}")
     seed = int(seed)
     classes, class_index = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"labels must contain at least 2 classes; got {classes.tolist()!r}")
 
-    if groups is not None:
-        groups = _as_vector(groups, "groups", len(labels))
-        group_names, group_index = np.unique(groups, return_inverse=True)
-        if len(group_names) < 2:
+    if groups is None:
+        smallest = int(np.bincount(class_index).min())
+        if smallest < 2:
             raise ValueError(
-                f"groups must contain at least 2 distinct groups for grouped CV; got {group_names.tolist()!r}"
+                f"labels: every class needs at least 2 cells for stratified CV; class "
+                f"{classes[np.argmin(np.bincount(class_index))]!r} has {smallest}"
             )
-        n_used = min(n_splits, len(group_names))
-        # Distinct groups per class: unique (class, group) pairs counted per class.
-        pairs = np.unique(np.stack([class_index, group_index]), axis=1)
-        groups_per_class = np.bincount(pairs[0], minlength=len(classes))
-        if groups_per_class.min() >= n_used:
-            cv = StratifiedGroupKFold(n_splits=n_used, shuffle=True, random_state=seed)
-        else:
-            cv = GroupKFold(n_splits=n_used, shuffle=True, random_state=seed)
-        return cv, n_used, "grouped"
+        n_used = min(n_splits, smallest)
+        splitter = StratifiedKFold(n_splits=n_used, shuffle=True, random_state=seed)
+        splits = list(splitter.split(np.zeros((len(labels), 1)), labels))
+        protocol = {"name": "stratified", "folds": n_used, "dropped_classes": [], "n_cells_scored": len(labels)}
+        return None, splits, {"n_splits": n_used, "cv": "stratified", "protocol": protocol}
 
-    smallest = int(np.bincount(class_index).min())
-    if smallest < 2:
+    groups = _as_vector(groups, "groups", len(labels))
+    group_names, group_index = np.unique(groups, return_inverse=True)
+    if len(group_names) < 2:
+        raise ValueError(f"groups must contain at least 2 distinct groups for grouped CV; got {group_names.tolist()!r}")
+    pairs = np.unique(np.stack([class_index, group_index]), axis=1)
+    groups_per_class = np.bincount(pairs[0], minlength=len(classes))
+    dropped = classes[groups_per_class < 2]
+    kept_classes = classes[groups_per_class >= 2]
+    if len(kept_classes) < 2:
         raise ValueError(
-            f"labels: every class needs at least 2 cells for stratified CV; class "
-            f"{classes[np.argmin(np.bincount(class_index))]!r} has {smallest}"
+            "grouped CV needs at least 2 classes seen in 2 or more groups each (a class in a single group "
+            "cannot be tested with its group held out); groups per class: "
+            + ", ".join(f"{c.item()!r}: {int(n)}" for c, n in zip(classes, groups_per_class, strict=True))
         )
-    n_used = min(n_splits, smallest)
-    return StratifiedKFold(n_splits=n_used, shuffle=True, random_state=seed), n_used, "stratified"
+    keep = np.isin(labels, kept_classes) if len(dropped) else None
+    kept_labels = labels if keep is None else labels[keep]
+    kept_groups = groups if keep is None else groups[keep]
+    min_groups = int(groups_per_class[groups_per_class >= 2].min())
+    if cv == "leave_one_group_out":
+        splits = list(_LeaveOneGroupOut().split(None, kept_labels, kept_groups))
+        name = "leave_one_group_out"
+    else:
+        n_used = min(n_splits, min_groups)
+        splits = list(_ClassGroupFolds(n_used, seed).split(None, kept_labels, kept_groups))
+        name = "stratified_group"
+    protocol = {
+        "name": name,
+        "folds": len(splits),
+        "groups_per_class": {str(c): int(n) for c, n in zip(classes, groups_per_class, strict=True)},
+        "dropped_classes": [str(c) for c in dropped],
+        "n_cells_scored": int(len(kept_labels)),
+    }
+    return keep, splits, {"n_splits": len(splits), "cv": "grouped", "protocol": protocol}
 
 
 def _score_folds(labels: np.ndarray, splits, fit_predict) -> dict:

@@ -28,6 +28,7 @@ DEFAULTS = {
     "max_k": 500,
     "distance_precision": "float32",
     "n_splits": 5,
+    "cv": "auto",
     "mlp": True,
     "mlp_epochs": 50,
     "knn": [5, 10],
@@ -47,7 +48,7 @@ def _nan(reason: str) -> dict:
 def _probe(name, fn, features, labels, groups, **kw):
     """Run a classifier probe, or report why it cannot run on these labels/groups."""
     try:
-        cv_splits(labels, groups, n_splits=kw["n_splits"], seed=kw["seed"])
+        cv_splits(labels, groups, n_splits=kw["n_splits"], seed=kw["seed"], cv=kw.get("cv", "auto"))
     except ValueError as exc:
         log.warning("%s skipped: %s", name, exc)
         return _nan(str(exc))
@@ -103,8 +104,11 @@ def evaluate(
             }
 
     # Classifier probes: group-held-out folds are the honest number; stratified for reference.
-    kw = {"n_splits": n_splits, "seed": seed}
+    kw = {"n_splits": n_splits, "seed": seed, "cv": str(opts["cv"])}
     result["logreg_grouped"] = _probe("grouped logreg", logreg_accuracy, features, labels, groups, **kw)
+    # The grouped protocol actually used (folds, groups per class, classes left out), once
+    # per table: every grouped probe shares it.
+    result["protocol"] = result["logreg_grouped"].get("protocol") or {"skipped": result["logreg_grouped"].get("skipped")}
     result["logreg_stratified"] = _probe("stratified logreg", logreg_accuracy, features, labels, None, **kw)
     if opts["mlp"]:
         epochs = int(opts["mlp_epochs"])

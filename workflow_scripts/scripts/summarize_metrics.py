@@ -1,6 +1,7 @@
 """Rule summarize_metrics: one row per (model, layer) and baseline, a ranking bar chart, one
 panel per metric, and an HTML comparison table with the best value of each metric marked."""
 
+import html
 import json
 
 import _bootstrap  # noqa: F401  (puts the package on sys.path)
@@ -80,11 +81,34 @@ def _sample_note(results: dict) -> str:
     first = next(iter(results.values()))
     n, total = first["n_cells"], first.get("n_cells_total", first["n_cells"])
     if n < total:
-        return (
+        note = (
             f"Evaluated on a seeded, class-stratified subsample of {n} of the {total} cells "
             f"(metrics.max_cells); every model and baseline on the same cells."
         )
-    return f"Evaluated on all {n} cells."
+    else:
+        note = f"Evaluated on all {n} cells."
+    return note + " " + protocol_note(first.get("protocol") or {})
+
+
+def protocol_note(protocol: dict) -> str:
+    """The grouped cross-validation protocol in one sentence (HTML-escaped)."""
+    if not protocol or "name" not in protocol:
+        reason = protocol.get("skipped") if protocol else None
+        return html.escape(f"Grouped probes not run: {reason}." if reason else "")
+    per_class = protocol.get("groups_per_class", {})
+    text = (
+        f"Grouped probes (logistic regression, MLP, kNN): {protocol['name'].replace('_', ' ')}, "
+        f"{protocol['folds']} folds of whole groups, every class in every training fold"
+    )
+    if per_class:
+        text += f"; groups per class {min(per_class.values())} to {max(per_class.values())}"
+    dropped = protocol.get("dropped_classes") or []
+    if dropped:
+        text += (
+            f"; left out of grouped scoring (seen in a single group, so no fold could train on them): "
+            f"{', '.join(dropped)}"
+        )
+    return html.escape(text + f" ({protocol['n_cells_scored']} cells scored; metrics.cv).")
 
 
 def main(smk):
