@@ -141,6 +141,9 @@ def test_grouped_scoring_needs_two_classes_in_two_groups():
     groups = labels.astype(str)  # two groups, one class each: no class can be held out and learnt
     with pytest.raises(ValueError, match=r"at least 2 classes seen in 2 or more groups.*0: 1, 1: 1"):
         logreg_accuracy(features, labels, groups=groups)
+    words = np.where(labels == 0, "ctrl", "drug").astype(object)  # string labels, as the workflow passes them
+    with pytest.raises(ValueError, match="groups per class: 'ctrl': 1, 'drug': 1"):
+        cv_splits(words, words.astype(str))
     with pytest.raises(ValueError, match="cv must be one of"):
         cv_splits(labels, None, cv="kfold")
 

@@ -438,7 +438,7 @@ def _plan_cv(labels, groups, n_splits, seed, cv="auto"):
         raise ValueError(
             "grouped CV needs at least 2 classes seen in 2 or more groups each (a class in a single group "
             "cannot be tested with its group held out); groups per class: "
-            + ", ".join(f"{c.item()!r}: {int(n)}" for c, n in zip(classes, groups_per_class, strict=True))
+            + ", ".join(f"{_plain(c)!r}: {int(n)}" for c, n in zip(classes, groups_per_class, strict=True))
         )
     keep = np.isin(labels, kept_classes) if len(dropped) else None
     kept_labels = labels if keep is None else labels[keep]
@@ -459,6 +459,11 @@ def _plan_cv(labels, groups, n_splits, seed, cv="auto"):
         "n_cells_scored": int(len(kept_labels)),
     }
     return keep, splits, {"n_splits": len(splits), "cv": "grouped", "protocol": protocol}
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds (for messages: 0, not np.int64(0))."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _score_folds(labels: np.ndarray, splits, fit_predict) -> dict:
