@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
@@ -442,7 +443,8 @@ def plot_segmentation_qc(
         if line is not None and np.isfinite(line):
             ax.axhline(line, color="tab:blue", linestyle="--", linewidth=1)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("field")
+        ax.set_xlabel("field (in shard order; names in qc/segmentation_fields.csv)", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         finite = values[np.isfinite(values)]
         if column == "snr" and finite.size and finite.max() > 50:
             ax.set_yscale("log")
