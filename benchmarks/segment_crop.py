@@ -101,10 +101,9 @@ def workflow_config() -> dict:
 
 def segmentation_settings(config: dict) -> dict:
     """``segmentation_params`` of rules/common.smk: config.yaml's section minus the non-algorithm keys."""
-    seg = dict(config["segmentation"])
-    for key in ("save_masks", "overlay_fields", "scale_fields", "scale_tolerance", "max_dropped_fraction"):
-        seg.pop(key, None)
-    return seg
+    from workflow_scripts.scale import STAGE_KEYS
+
+    return {k: v for k, v in config["segmentation"].items() if k not in STAGE_KEYS}
 
 
 def resolved_settings(paths: dict, config: dict, scale_json: Path) -> tuple[dict, dict, float]:

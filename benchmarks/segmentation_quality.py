@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import load_average, machine_info, run_record  # noqa: E402
 
-from workflow_scripts.scale import estimate_scale, resolve_segmentation  # noqa: E402
+from workflow_scripts.scale import STAGE_KEYS, estimate_scale, resolve_segmentation  # noqa: E402
 from workflow_scripts.segment import segment_nuclei  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -147,7 +147,7 @@ def main(argv=None):
     segmentation = {
         k: v
         for k, v in config["segmentation"].items()
-        if k not in ("save_masks", "overlay_fields", "scale_fields", "scale_tolerance", "max_dropped_fraction")
+        if k not in STAGE_KEYS
     }
     own, old, pooled = run(folder, segmentation)
     ratio = own["diameter"] / own["true_diameter"]

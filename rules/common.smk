@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from workflow_scripts import datasets as ds_lib
+from workflow_scripts import scale as scale_lib
 from workflow_scripts.config_check import config_errors
 from workflow_scripts.models.spec import feature_layers, layer_names, resolve_model
 
@@ -310,21 +311,11 @@ def nucleus_channel(wildcards):
     return ds_lib.channel_index(DATASETS[wildcards.dataset], "nucleus")
 
 
-#: segmentation keys that steer the stage but are not arguments of the segmentation itself
-SEGMENTATION_QC_KEYS = (
-    "save_masks",
-    "overlay_fields",
-    "scale_fields",
-    "scale_tolerance",
-    "max_dropped_fraction",
-)
-
-
 def segmentation_params(wildcards):
     """The segmentation section as the segmentation reads it: sizes may still be "auto",
     resolved in the job from results/<ds>/qc/scale.json (workflow_scripts.scale)."""
     seg = dict(config["segmentation"])
-    for key in SEGMENTATION_QC_KEYS:
+    for key in scale_lib.STAGE_KEYS:
         seg.pop(key)
     return seg
 

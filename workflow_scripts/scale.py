@@ -23,7 +23,6 @@ and within 1.5x for all of them (benchmarks/segmentation_quality.py).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import cv2
@@ -34,6 +33,7 @@ from .segment import _background, _contrast_to_noise, _fill_small_holes, _gaussi
 
 __all__ = [
     "AUTO",
+    "STAGE_KEYS",
     "dataset_warnings",
     "estimate_scale",
     "field_flags",
@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 AUTO = "auto"
+
+#: Keys of the ``segmentation`` section that steer the stage (QC, figures, the scale sample)
+#: rather than the segmentation of a field: left out of :func:`resolve_segmentation`'s input.
+STAGE_KEYS = ("save_masks", "overlay_fields", "scale_fields", "scale_tolerance", "max_dropped_fraction")
 
 # Candidate Otsu levels (see segment._otsu_levels), plain Otsu first.
 _LEVELS = (0, 1, 2, -1)
@@ -110,8 +114,8 @@ def _candidates(shape) -> list[tuple[int, float]]:
     return [(level, 0.0) for level in _LEVELS] + [(0, r) for r in radii]
 
 
-def _field_levels(nuclear: np.ndarray, min_snr: float) -> dict[tuple[int, float], tuple[int, float]] | None:
-    """:func:`_level_stats` of one field for every candidate of :func:`_candidates`; None for
+def _field_levels(nuclear: np.ndarray, min_snr: float) -> list[tuple[int, float]] | None:
+    """:func:`_level_stats` of one field for every candidate of :func:`_candidates`, in order; None for
     a field without nuclear signal (contrast to noise below ``min_snr`` at plain Otsu: camera
     noise, an empty well), which would otherwise lend its specks to the estimate."""
     image = np.asarray(nuclear, dtype=np.float32)
@@ -122,11 +126,10 @@ def _field_levels(nuclear: np.ndarray, min_snr: float) -> dict[tuple[int, float]
     mask = smoothed > _otsu_levels(smoothed, lo, hi, 1.0, 0)
     if _contrast_to_noise(_rows(image), _rows(mask)) < min_snr:
         return None
-    out = {}
-    for level, radius in _candidates(smoothed.shape):
-        work = smoothed - _background(smoothed, radius) if radius else smoothed
-        out[(level, radius)] = _level_stats(work, level)
-    return out
+    return [
+        _level_stats(smoothed - _background(smoothed, radius) if radius else smoothed, level)
+        for level, radius in _candidates(smoothed.shape)
+    ]
 
 
 def estimate_scale(fields: Sequence[np.ndarray], *, min_snr: float = _MIN_SNR) -> dict:
@@ -170,12 +173,12 @@ def estimate_scale(fields: Sequence[np.ndarray], *, min_snr: float = _MIN_SNR) -
     # Fields of one dataset may differ in size: candidates are compared by rank (level first,
     # then the background radius as a fraction of the field), not by radius in px.
     n_candidates = min(len(stats) for stats, _ in usable)
-    counts = [sum(list(stats.values())[i][0] for stats, _ in usable) for i in range(n_candidates)]
+    counts = [sum(stats[i][0] for stats, _ in usable) for i in range(n_candidates)]
     best = max(range(n_candidates), key=lambda i: counts[i])
     choice = 0 if counts[0] >= _LEVEL_MARGIN * counts[best] else best
-    diameters = [list(stats.values())[choice][1] if stats else float("nan") for stats in per_field]
+    diameters = [stats[choice][1] if stats else float("nan") for stats in per_field]
     finite = [d for d in diameters if np.isfinite(d)]
-    level, radius = list(usable[0][0])[choice]
+    level, radius = _candidates(usable[0][1])[choice]
     record.update(
         diameter=float(np.median(finite)) if finite else float("nan"),
         threshold_level=int(level),
@@ -355,11 +358,3 @@ def dataset_warnings(dataset: str, table, params: dict, info: dict, *, too_many:
                 "and segmentation.diameter / segmentation.min_distance."
             )
     return warnings
-
-
-def check_diameter(value) -> None:
-    """``segmentation.diameter`` must be ``"auto"`` or a positive number of px."""
-    if _is_auto(value):
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"segmentation.diameter={value!r} is invalid: expected 'auto' or a number of px > 0")

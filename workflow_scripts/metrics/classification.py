@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -368,7 +368,7 @@ class _ClassGroupFolds:
     def __init__(self, n_splits: int, seed: int):
         self.n_splits, self.seed = n_splits, seed
 
-    def split(self, features, labels, groups):
+    def split(self, labels, groups):
         rng = np.random.default_rng(self.seed)
         group_names, group_index = np.unique(groups, return_inverse=True)
         classes, class_index = np.unique(labels, return_inverse=True)
@@ -384,13 +384,6 @@ class _ClassGroupFolds:
         fold = fold_of_group[group_index]
         for k in range(self.n_splits):
             yield np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-
-
-class _LeaveOneGroupOut:
-    def split(self, features, labels, groups):
-        _, group_index = np.unique(groups, return_inverse=True)
-        for g in range(int(group_index.max()) + 1):
-            yield np.flatnonzero(group_index != g), np.flatnonzero(group_index == g)
 
 
 def _plan_cv(labels, groups, n_splits, seed, cv="auto"):
@@ -445,11 +438,11 @@ def _plan_cv(labels, groups, n_splits, seed, cv="auto"):
     kept_groups = groups if keep is None else groups[keep]
     min_groups = int(groups_per_class[groups_per_class >= 2].min())
     if cv == "leave_one_group_out":
-        splits = list(_LeaveOneGroupOut().split(None, kept_labels, kept_groups))
+        splits = list(LeaveOneGroupOut().split(kept_labels, kept_labels, kept_groups))
         name = "leave_one_group_out"
     else:
         n_used = min(n_splits, min_groups)
-        splits = list(_ClassGroupFolds(n_used, seed).split(None, kept_labels, kept_groups))
+        splits = list(_ClassGroupFolds(n_used, seed).split(kept_labels, kept_groups))
         name = "stratified_group"
     protocol = {
         "name": name,

@@ -8,7 +8,7 @@ import numpy as np
 
 from workflow_scripts.io import read_fields, write_json
 from workflow_scripts.runner import run
-from workflow_scripts.scale import estimate_scale, resolve_crop, resolve_segmentation
+from workflow_scripts.scale import AUTO, estimate_scale, resolve_crop, resolve_segmentation
 
 log = logging.getLogger("estimate_scale")
 
@@ -28,7 +28,8 @@ def main(smk):
                 names.append(str(ids[i]))
     if not nuclear:
         raise ValueError(f"dataset {smk.wildcards.dataset}: no field to estimate the nucleus scale from")
-    scale = estimate_scale(nuclear, min_snr=float(smk.params.segmentation.get("min_snr", 5.0)))
+    min_snr = smk.params.segmentation.get("min_snr", AUTO)  # auto: estimate_scale's default
+    scale = estimate_scale(nuclear, **({} if min_snr == AUTO else {"min_snr": float(min_snr)}))
     params, info = resolve_segmentation(dict(smk.params.segmentation), scale)
     crop = resolve_crop(dict(smk.params.crop), info["diameter"])
     record = {
