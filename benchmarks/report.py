@@ -432,6 +432,44 @@ def end_to_end(data: dict) -> str:
     return "\n".join(lines)
 
 
+def feature_quality(data: dict) -> str:
+    d, rows = data["dataset"], data["rows"]
+    best: dict = {}
+    for r in rows:
+        key = (r["method"], r["normalize"])
+        if key not in best or r["accuracy"] > best[key]["accuracy"]:
+            best[key] = r
+    protocol = rows[0]["protocol"] if rows else {}
+    dropped = ", ".join(map(str, protocol.get("dropped_classes") or [])) or "none"
+    knobs = ", ".join(f"{k} {v}" for k, v in d.items() if k not in ("name", "source"))
+    lines = _header(data) + [
+        "",
+        f"Dataset: `{d['name']}` ({d.get('source')}: {knobs}); {rows[0]['n_cells'] if rows else 0:,} cells. "
+        f"Label `{data['label']}`, groups `{data['group_by']}`. Protocol: {protocol.get('name')}, "
+        f"{protocol.get('folds')} folds of whole groups, every class in every training fold, "
+        f"classes left out: {dropped}. mAP: same-class cell retrieval, cosine on z-scored features.",
+        "",
+        "Best layer of each method (by grouped accuracy):",
+        "",
+        "| method | normalize | best layer | grouped accuracy | macro-F1 | mAP | training |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(best.values(), key=lambda r: -r["accuracy"]):
+        name = f"**{r['method']}**" if r["kind"] == "learned" else f"{r['method']} (baseline)"
+        mean_ap = "-" if r["map"] is None else f"{r['map']:.3f}"
+        train = "-" if r["train_s"] is None else _seconds(r["train_s"])
+        lines.append(
+            f"| {name} | {r['normalize']} | {r['layer']} | {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} | "
+            f"{r['f1_macro']:.3f} | {mean_ap} | {train} |"
+        )
+    lines += ["", "Grouped accuracy of every layer:", ""]
+    for (method, normalize), _ in sorted(best.items()):
+        layers = [r for r in rows if r["method"] == method and r["normalize"] == normalize]
+        cells = ", ".join(f"{r['layer']} {r['accuracy']:.3f}" for r in layers)
+        lines.append(f"- {method}, {normalize}: {cells}")
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "run_all": run_all,
     "segment_crop": segment_crop,
@@ -448,6 +486,7 @@ SECTIONS = {
     "train_throughput_cuda": train_throughput,
     "train_throughput_full_cuda": train_throughput,
     "metrics_scaling": metrics_scaling,
+    "feature_quality": feature_quality,
 }
 
 

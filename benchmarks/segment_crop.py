@@ -124,7 +124,7 @@ def resolved_settings(paths: dict, config: dict, scale_json: Path) -> tuple[dict
 
 def make_fields(folder: Path, n_fields: int, size: int, cells_per_field: float, seed: int) -> dict:
     """One shard of synthetic fields written by the ``synthesize_fields`` rule script; cached."""
-    from workflow_scripts.sources.synthetic import CLASSES
+    from workflow_scripts.sources.synthetic import STANDARD_CLASSES
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -144,7 +144,7 @@ def make_fields(folder: Path, n_fields: int, size: int, cells_per_field: float, 
         params={
             "seed": seed,
             "indices": list(range(n_fields)),
-            "options": {"size": size, "cells_per_field": cells_per_field, "classes": list(CLASSES), "batch_sd": 0.3},
+            "options": {"size": size, "cells_per_field": cells_per_field, "classes": list(STANDARD_CLASSES), "batch_sd": 0.3},
         },
         wildcards={"dataset": "bench", "shard": "s0000"},
         log=folder / "synthesize.log",

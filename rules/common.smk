@@ -293,13 +293,26 @@ def shard_fields(wildcards):
     return ds_lib.shard_fields(DATASETS[wildcards.dataset], wildcards.shard)
 
 
+# Options of the synthetic source that default to its difficulty's value (None = preset).
+SYNTHETIC_KNOBS = (
+    "classes",
+    "expression_sd",
+    "dim_fraction",
+    "channel_gain_sd",
+    "background",
+    "defocus",
+    "out_of_focus_fraction",
+)
+
+
 def synthetic_options(wildcards):
     entry = DATASETS[wildcards.dataset]
     return {
         "size": entry["field_size"],
         "cells_per_field": entry["cells_per_field"],
-        "classes": entry["classes"],
         "batch_sd": entry["batch_sd"],
+        "difficulty": entry["difficulty"],
+        **{key: entry.get(key) for key in SYNTHETIC_KNOBS},
     }
 
 

@@ -52,6 +52,7 @@ rule pca_features:
         runtime=retry_scaled(30),
     params:
         n_components=config["metrics"]["pca_components"],
+        normalize=config["baselines"]["normalize"],
         split=config["split"],
         seed=config["seed"],
     script:
@@ -77,6 +78,7 @@ rule handcrafted_features:
     params:
         kind="handcrafted",
         channels=dataset_channels,
+        normalize=config["baselines"]["normalize"],
     script:
         "../workflow_scripts/scripts/baseline_features.py"
 
@@ -103,6 +105,7 @@ rule random_cnn_features:
     params:
         kind="random_cnn",
         seed=config["seed"],
+        normalize=config["baselines"]["normalize"],
     script:
         "../workflow_scripts/scripts/baseline_features.py"
 

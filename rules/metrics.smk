@@ -100,6 +100,12 @@ rule summarize_metrics:
         runtime=retry_scaled(5),
     params:
         families={name: m["family"] for name, m in MODELS.items()},
+        normalize={
+            **{name: m["normalize"] for name, m in MODELS.items()},
+            **dict.fromkeys(
+                ("pca", "handcrafted", "random_cnn"), config["baselines"]["normalize"]
+            ),
+        },
         guided=guided_pairs(),
     script:
         "../workflow_scripts/scripts/summarize_metrics.py"

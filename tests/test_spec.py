@@ -30,6 +30,15 @@ def test_keys_of_other_families_rejected_by_name():
         resolve_model("m", {"family": "transformer"})
     with pytest.raises(ValueError, match="preset"):
         resolve_model("m", {"family": "ae", "preset": "huge"})
+    with pytest.raises(ValueError, match="models.p.pair_within"):
+        resolve_model("p", {"family": "paired_inpainting", "pair_within": None})
+
+
+def test_normalize_defaults_per_family():
+    assert resolve_model("m", {"family": "vae"})["normalize"] == "cell"
+    assert resolve_model("m", {"family": "paired_inpainting"})["normalize"] == "cell"
+    assert resolve_model("m", {"family": "contrastive"})["normalize"] == "cell"
+    assert resolve_model("m", {"family": "vae", "normalize": "field"})["normalize"] == "field"
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -3,21 +3,30 @@
 They check what the rest of the pipeline relies on: shapes and dtypes, determinism per
 (seed, index), balanced classes, a ground-truth table that matches the label image, and
 that the images are a real test (touching and border-cut nuclei, a trajectory, a batch
-effect, Otsu-segmentable nuclei, class-specific protein patterns).
+effect, Otsu-segmentable nuclei, class-specific protein patterns), and the ``difficulty``
+options: "standard" is the original simulation bit for bit, "hard" adds near-twin classes
+and cell / field variation, each knob validated and doing what it says.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 from scipy.stats import spearmanr
+from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
 
 from workflow_scripts.sources.synthetic import (
     CHANNELS,
     CLASSES,
+    DIFFICULTIES,
+    FIELD_COLUMNS,
+    HARD_CLASSES,
+    STANDARD_CLASSES,
     generate_field,
     generate_shard,
 )
@@ -60,20 +69,40 @@ def _border_labels(labels: np.ndarray) -> set[int]:
 
 def test_constants():
     assert CHANNELS == ("nucleus", "structure", "protein")
-    assert CLASSES == ("nuclear", "nucleolar", "cytoplasmic", "membrane", "puncta", "filaments")
+    assert STANDARD_CLASSES == (
+        "nuclear",
+        "nucleolar",
+        "cytoplasmic",
+        "membrane",
+        "puncta",
+        "filaments",
+    )
+    assert CLASSES[:6] == STANDARD_CLASSES and len(set(CLASSES)) == len(CLASSES)
+    assert set(HARD_CLASSES) <= set(CLASSES) and len(HARD_CLASSES) == 8
+    assert DIFFICULTIES["standard"]["classes"] == STANDARD_CLASSES
+    assert DIFFICULTIES["hard"]["classes"] == HARD_CLASSES
 
 
 def test_generate_field_shapes_dtypes_and_metadata():
     image, labels, meta, objects = generate_field(3, 17, size=96, cells_per_field=8)
     assert image.shape == (3, 96, 96) and image.dtype == np.uint16
     assert labels.shape == (96, 96) and labels.dtype == np.int32
+    gain = meta["Metadata_field_gain"]
     assert meta == {
         "Metadata_image": "f00017",
-        "Metadata_class": CLASSES[17 % len(CLASSES)],
+        "Metadata_class": STANDARD_CLASSES[17 % len(STANDARD_CLASSES)],
         "Metadata_group": "f00017",
-        "Metadata_field_gain": pytest.approx(meta["Metadata_field_gain"]),
+        "Metadata_field_gain": pytest.approx(gain),
         "Metadata_field_index": 17,
+        # standard: no per-channel gain, background or defocus of its own
+        "Metadata_field_gain_nucleus": gain,
+        "Metadata_field_gain_structure": gain,
+        "Metadata_field_gain_protein": gain,
+        "Metadata_field_background": 0.0,
+        "Metadata_field_defocus": 0.0,
+        "Metadata_field_out_of_focus": False,
     }
+    assert list(meta) == list(FIELD_COLUMNS)
     assert isinstance(meta["Metadata_field_gain"], float) and meta["Metadata_field_gain"] > 0
     assert isinstance(meta["Metadata_field_index"], int)
     assert list(objects.columns) == [
@@ -107,7 +136,7 @@ def test_empty_shard_has_the_usual_structure():
     out = generate_shard(SEED, [], size=64)
     assert out["images"].shape == (0, 3, 64, 64) and out["images"].dtype == np.uint16
     assert out["truth_labels"].shape == (0, 64, 64) and out["truth_labels"].dtype == np.int32
-    assert len(out["fields"]) == 0 and "Metadata_field_gain" in out["fields"]
+    assert len(out["fields"]) == 0 and list(out["fields"].columns) == list(FIELD_COLUMNS)
     assert len(out["objects"]) == 0 and "truth_label" in out["objects"]
 
 
@@ -152,14 +181,22 @@ def test_class_changes_only_the_protein_channel():
 # --- Classes ---------------------------------------------------------------------------------
 
 
-def test_classes_balanced_over_consecutive_fields():
-    out = generate_shard(SEED, list(range(7, 7 + 3 * len(CLASSES))), size=64, cells_per_field=1)
+@pytest.mark.parametrize("difficulty", ["standard", "hard"])
+def test_classes_balanced_over_consecutive_fields(difficulty):
+    classes = DIFFICULTIES[difficulty]["classes"]
+    out = generate_shard(
+        SEED,
+        list(range(7, 7 + 3 * len(classes))),
+        size=64,
+        cells_per_field=1,
+        difficulty=difficulty,
+    )
     counts = out["fields"]["Metadata_class"].value_counts()
-    assert set(counts.index) == set(CLASSES) and (counts == 3).all()
+    assert set(counts.index) == set(classes) and (counts == 3).all()
     # Any len(classes) consecutive indices cover every class once.
-    for start in range(len(CLASSES)):
-        window = out["fields"]["Metadata_class"].iloc[start : start + len(CLASSES)]
-        assert sorted(window) == sorted(CLASSES)
+    for start in range(len(classes)):
+        window = out["fields"]["Metadata_class"].iloc[start : start + len(classes)]
+        assert sorted(window) == sorted(classes)
 
 
 def test_class_subset():
@@ -306,8 +343,20 @@ def test_protein_pattern_depends_on_class(shard):
         ({"classes": ()}, "classes"),
         ({"classes": "nuclear"}, "classes"),
         ({"classes": ("nuclear", "nuclear")}, "classes"),
-        ({"classes": ("nuclear", "golgi")}, "classes"),
+        ({"classes": ("nuclear", "mitochondria")}, "classes"),
         ({"batch_sd": -0.1}, "batch_sd"),
+        ({"difficulty": "extreme"}, "difficulty"),
+        ({"difficulty": None}, "difficulty"),
+        ({"expression_sd": -0.1}, "expression_sd"),
+        ({"expression_sd": float("nan")}, "expression_sd"),
+        ({"dim_fraction": 1.5}, "dim_fraction"),
+        ({"dim_fraction": True}, "dim_fraction"),
+        ({"channel_gain_sd": -1}, "channel_gain_sd"),
+        ({"channel_gain_sd": "0.3"}, "channel_gain_sd"),
+        ({"background": -0.01}, "background"),
+        ({"defocus": float("inf")}, "defocus"),
+        ({"out_of_focus_fraction": -0.1}, "out_of_focus_fraction"),
+        ({"difficulty": "hard", "out_of_focus_fraction": 2}, "out_of_focus_fraction"),
     ],
 )
 def test_invalid_options_name_the_argument(kwargs, name):
@@ -339,3 +388,296 @@ def test_invalid_indices(indices, match):
 def test_unknown_option_is_a_type_error():
     with pytest.raises(TypeError):
         generate_shard(0, [0], sizes=64)
+
+
+# --- Difficulty ------------------------------------------------------------------------------
+
+# Hash of three small fields (images and truth labels) made by the original simulation,
+# before the difficulty options existed (commit 68b71de). "standard" must reproduce it.
+STANDARD_REFERENCE = "0d831c8120ffd216bdd0c7bf0bf3d7c17041f78b5281a7f619f4ef7d65f79a84"
+STANDARD_OFF = {
+    "expression_sd": 0.25,
+    "dim_fraction": 0.0,
+    "channel_gain_sd": 0.0,
+    "background": 0.0,
+    "defocus": 0.0,
+    "out_of_focus_fraction": 0.0,
+}
+
+
+def _digest(**kwargs) -> str:
+    digest = hashlib.sha256()
+    for index in (0, 4, 5):
+        image, labels, _, _ = generate_field(11, index, size=96, cells_per_field=6, **kwargs)
+        digest.update(image.tobytes())
+        digest.update(labels.tobytes())
+    return digest.hexdigest()
+
+
+def test_standard_is_the_original_simulation_bit_for_bit():
+    assert _digest() == STANDARD_REFERENCE
+    assert _digest(difficulty="standard") == STANDARD_REFERENCE
+    # Every knob at its standard value, given explicitly, is the same simulation.
+    assert _digest(classes=STANDARD_CLASSES, **STANDARD_OFF) == STANDARD_REFERENCE
+    # ... and so is "hard" with every knob and the class list set back to standard's.
+    hard_off = _digest(difficulty="hard", classes=STANDARD_CLASSES, **STANDARD_OFF)
+    assert hard_off == STANDARD_REFERENCE
+
+
+def test_hard_fields_differ_but_keep_the_cells():
+    for index in (0, 3):
+        std_img, std_lab, std_meta, std_obj = generate_field(SEED, index, size=128)
+        hard_img, hard_lab, hard_meta, hard_obj = generate_field(
+            SEED, index, size=128, difficulty="hard"
+        )
+        assert hard_meta["Metadata_class"] == HARD_CLASSES[index % len(HARD_CLASSES)]
+        for c in range(len(CHANNELS)):
+            assert not np.array_equal(std_img[c], hard_img[c])
+        # The geometry has its own random stream: same nuclei, same truth.
+        np.testing.assert_array_equal(std_lab, hard_lab)
+        pd.testing.assert_frame_equal(
+            std_obj.drop(columns="Metadata_class"), hard_obj.drop(columns="Metadata_class")
+        )
+        assert hard_meta["Metadata_field_background"] > 0
+        assert hard_meta["Metadata_field_defocus"] > 0
+        gains = [hard_meta[f"Metadata_field_gain_{c}"] for c in CHANNELS]
+        assert len(set(gains)) == 3  # independent per channel
+
+
+def test_knob_overrides_the_difficulty():
+    # None takes the difficulty's value; a number replaces it, whatever the difficulty.
+    a = generate_field(SEED, 5, size=96, difficulty="hard", defocus=None)
+    b = generate_field(SEED, 5, size=96, difficulty="hard", defocus=0.8)
+    np.testing.assert_array_equal(a[0], b[0])
+    c = generate_field(SEED, 5, size=96, difficulty="hard", background=0.0)
+    assert c[2]["Metadata_field_background"] == 0.0 < a[2]["Metadata_field_background"]
+    # Only the background changed: same blur, same gains, less light in every channel.
+    for key in FIELD_COLUMNS:
+        if key != "Metadata_field_background":
+            assert c[2][key] == a[2][key], key
+    assert (a[0].mean(axis=(1, 2)) > c[0].mean(axis=(1, 2))).all()
+
+
+def test_hard_shard_metadata_columns_and_dtypes():
+    out = generate_shard(SEED, list(range(4)), size=64, cells_per_field=2, difficulty="hard")
+    fields = out["fields"]
+    assert list(fields.columns) == list(FIELD_COLUMNS)
+    for column in FIELD_COLUMNS:
+        if column.startswith("Metadata_field_gain") or column in (
+            "Metadata_field_background",
+            "Metadata_field_defocus",
+        ):
+            assert fields[column].dtype == float, column
+    assert fields["Metadata_field_out_of_focus"].dtype == bool
+    assert fields["Metadata_field_background"].between(0, 0.15).all()
+    assert list(fields["Metadata_class"]) == list(HARD_CLASSES[:4])
+
+
+def _far_background(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    far = ndi.distance_transform_edt(labels == 0) > 45
+    assert far.sum() > 500
+    return image[:, far].astype(float)
+
+
+def test_per_channel_gains_scale_each_channel_and_are_recorded():
+    img0, _, meta0, _ = generate_field(SEED, 2, size=256)
+    img1, _, meta1, _ = generate_field(SEED, 2, size=256, channel_gain_sd=0.5)
+    assert meta1["Metadata_field_gain"] == meta0["Metadata_field_gain"]
+    ratio = (img1.mean(axis=(1, 2)) - OFFSET) / (img0.mean(axis=(1, 2)) - OFFSET)
+    expected = [meta1[f"Metadata_field_gain_{c}"] / meta0["Metadata_field_gain"] for c in CHANNELS]
+    np.testing.assert_allclose(ratio, expected, rtol=0.03)
+    assert np.ptp(expected) > 0.05  # the channels moved apart, not together
+
+
+def test_background_raises_the_floor_and_is_recorded():
+    img0, labels, meta0, _ = generate_field(SEED, 2, size=256, cells_per_field=10)
+    img1, _, meta1, _ = generate_field(SEED, 2, size=256, cells_per_field=10, background=0.5)
+    level = meta1["Metadata_field_background"]
+    assert 0 < level <= 0.5
+    rise = np.median(_far_background(img1, labels), axis=1) - np.median(
+        _far_background(img0, labels), axis=1
+    )
+    # level x the channel's typical in-cell photons, times gain and illumination (0.7-1).
+    reference = np.array([1100.0, 320.0, 300.0]) * level * meta0["Metadata_field_gain"]
+    assert (rise > 0.6 * reference).all() and (rise < 1.05 * reference).all()
+
+
+def _high_frequency_share(channel: np.ndarray) -> float:
+    x = channel.astype(float)
+    x -= x.mean()
+    return float((ndi.laplace(ndi.gaussian_filter(x, 0.7)) ** 2).sum() / (x**2).sum())
+
+
+def test_out_of_focus_fields_are_blurrier_and_say_so():
+    for index in (1, 4):
+        opts = {"size": 192, "cells_per_field": 8}
+        img0, labels, meta0, _ = generate_field(SEED, index, **opts)
+        img1, _, meta1, _ = generate_field(SEED, index, out_of_focus_fraction=1.0, **opts)
+        img2, _, meta2, _ = generate_field(SEED, index, defocus=0.8, **opts)
+        assert not meta0["Metadata_field_out_of_focus"] and meta0["Metadata_field_defocus"] == 0
+        assert meta1["Metadata_field_out_of_focus"] and 2 <= meta1["Metadata_field_defocus"] <= 3
+        assert not meta2["Metadata_field_out_of_focus"]
+        assert 0 < meta2["Metadata_field_defocus"] <= 0.8
+        for c in (0, 1):  # the class-independent channels, same cells in all three
+            sharp = _high_frequency_share(img0[c])
+            assert _high_frequency_share(img1[c]) < 0.5 * sharp
+            assert _high_frequency_share(img2[c]) < sharp
+        # Blur and haze spread the DNA stain's light outside the nuclei.
+        distance = ndi.distance_transform_edt(labels == 0)
+        near = (distance > 5) & (distance < 12)
+        assert img1[0][near].mean() > img0[0][near].mean() + 5
+
+
+def test_hard_draws_out_of_focus_fields_at_about_the_set_rate():
+    out = generate_shard(SEED, list(range(200)), size=64, cells_per_field=1, difficulty="hard")
+    fraction = out["fields"]["Metadata_field_out_of_focus"].mean()
+    assert 0.04 <= fraction <= 0.17
+    in_focus = out["fields"].loc[~out["fields"]["Metadata_field_out_of_focus"]]
+    assert in_focus["Metadata_field_defocus"].between(0, 0.8).all()
+    assert in_focus["Metadata_field_defocus"].std() > 0.15  # spread, not one value
+
+
+def _nucleus_means(image: np.ndarray, labels: np.ndarray, objects: pd.DataFrame) -> np.ndarray:
+    """Mean protein signal above the camera offset of each nucleus whose centre is well
+    inside the field."""
+    ids = objects.loc[
+        objects["truth_y"].between(20, labels.shape[0] - 21)
+        & objects["truth_x"].between(20, labels.shape[1] - 21),
+        "truth_label",
+    ].to_numpy()
+    protein = image[2].astype(float) - OFFSET
+    return np.asarray(ndi.mean(protein, labels, ids))
+
+
+def test_expression_sd_and_dim_cells():
+    opts = {"size": 384, "cells_per_field": 40, "classes": ("nuclear",)}
+    img0, labels, _, obj = generate_field(SEED, 0, **opts)
+    img1, _, _, _ = generate_field(SEED, 0, expression_sd=0.8, **opts)
+    # Same cells, same normal deviates: the log ratio per cell is (0.8 - 0.25) z, a little
+    # compressed by the light every cell has whatever its expression.
+    change = np.log(_nucleus_means(img1, labels, obj) / _nucleus_means(img0, labels, obj))
+    assert 0.4 < change.std() < 0.6
+    # All cells dim: about a tenth of the signal (plus the unchanged autofluorescence).
+    dim = generate_field(SEED, 0, dim_fraction=1.0, **opts)[0]
+    ratio = (_nucleus_means(dim, labels, obj) - 15) / (_nucleus_means(img0, labels, obj) - 15)
+    assert 0.07 < np.median(ratio) < 0.14
+    # A tenth of the cells dim: the others keep their brightness, some drop ~10x.
+    some = generate_field(SEED, 0, dim_fraction=0.1, **opts)[0]
+    ratio = _nucleus_means(some, labels, obj) / _nucleus_means(img0, labels, obj)
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.02)
+    assert 0 < (ratio < 0.3).mean() < 0.3
+
+
+# --- Hard classes: each shows its pattern ------------------------------------------------
+# The class changes only the protein channel, so the same field (seed, index) in two
+# classes has the same cells: the comparisons below are paired.
+
+
+def _class_field(name: str, index: int):
+    return generate_field(7, index, size=256, cells_per_field=16, classes=(name,))
+
+
+def _inside(objects: pd.DataFrame, margin: int = 40) -> pd.DataFrame:
+    keep = objects["truth_y"].between(margin, 255 - margin)
+    return objects[keep & objects["truth_x"].between(margin, 255 - margin)]
+
+
+def test_twins_have_the_same_brightness_per_cell():
+    def total(name):
+        out = 0.0
+        for index in range(3):
+            image, labels, _, _ = _class_field(name, index)
+            protein = image[2].astype(float)
+            out += (protein - np.median(_far_background(image, labels)[2])).sum()
+        return out
+
+    for a, b in [
+        ("nuclear", "nuclear_speckles"),
+        ("cytoplasmic", "er"),
+        ("cytoplasmic", "golgi"),
+        ("puncta", "fine_puncta"),
+    ]:
+        assert total(b) / total(a) == pytest.approx(1.0, abs=0.2), (a, b)
+
+
+def test_nuclear_speckles_are_textured_nuclear_is_diffuse():
+    for index in range(2):
+        cv = {}
+        for name in ("nuclear", "nuclear_speckles"):
+            image, labels, _, objects = _class_field(name, index)
+            protein = image[2].astype(float) - OFFSET
+            values = []
+            for label in _inside(objects)["truth_label"]:
+                inner = ndi.binary_erosion(labels == label, iterations=2)
+                values.append(protein[inner].std() / protein[inner].mean())
+            cv[name] = np.median(values)
+        assert cv["nuclear_speckles"] > 1.6 * cv["nuclear"], cv
+
+
+def _cytoplasm_near_nuclei(labels: np.ndarray) -> np.ndarray:
+    return (labels == 0) & (ndi.distance_transform_edt(labels == 0) < 20)
+
+
+def test_fine_puncta_are_more_and_smaller_than_puncta():
+    for index in range(2):
+        count, width = {}, {}
+        for name in ("puncta", "fine_puncta"):
+            image, labels, _, objects = _class_field(name, index)
+            protein = image[2].astype(float) - OFFSET
+            cyto = _cytoplasm_near_nuclei(labels)
+            floor = np.percentile(protein, 10)
+            top = np.percentile(protein[cyto], 99)
+            peaks = peak_local_max(
+                protein, min_distance=1, threshold_abs=floor + 0.1 * (top - floor), exclude_border=2
+            )
+            count[name] = cyto[peaks[:, 0], peaks[:, 1]].sum() / len(objects)
+            # Spot size: correlation of the in-cell signal with itself 2 px away.
+            fg = cyto & (protein > floor + 0.2 * (top - floor))
+            x = protein - protein[fg].mean()
+            pair = fg[:, :-2] & fg[:, 2:]
+            width[name] = (x[:, :-2][pair] * x[:, 2:][pair]).mean() / (x[fg] ** 2).mean()
+        assert count["fine_puncta"] > 1.4 * count["puncta"], count
+        assert width["fine_puncta"] < width["puncta"] - 0.03, width
+
+
+def test_golgi_is_a_cap_on_one_side_of_the_nucleus():
+    yy, xx = np.mgrid[:256, :256]
+    for index in range(2):
+        asymmetry = {}
+        for name in ("cytoplasmic", "er", "golgi"):
+            image, labels, _, objects = _class_field(name, index)
+            protein = image[2].astype(float) - OFFSET
+            values = []
+            for row in _inside(objects).itertuples():
+                radius = np.sqrt(row.truth_nucleus_area / np.pi)
+                dy, dx = yy - row.truth_y, xx - row.truth_x
+                ring = (np.hypot(dy, dx) < 1.8 * radius) & (labels == 0)
+                w = protein[ring]
+                # First angular moment of the perinuclear signal: 0 all round, 1 one-sided.
+                values.append(abs((w * (dx + 1j * dy)[ring] / np.hypot(dx, dy)[ring]).sum()) / w.sum())
+            asymmetry[name] = np.median(values)
+        assert asymmetry["golgi"] > 0.5 > 0.2 > max(asymmetry["cytoplasmic"], asymmetry["er"])
+
+
+def test_er_is_a_finer_texture_than_cytoplasmic():
+    for index in range(2):
+        share = {}
+        for name in ("cytoplasmic", "er"):
+            image, labels, _, _ = _class_field(name, index)
+            protein = image[2].astype(float) - OFFSET
+            cyto = _cytoplasm_near_nuclei(labels)
+            floor = np.percentile(protein, 10)
+            fg = cyto & (protein > floor + 0.2 * (np.percentile(protein[cyto], 99) - floor))
+            detail = protein - ndi.gaussian_filter(protein, 2.0)
+            share[name] = (detail[fg] ** 2).sum() / ((protein[fg] - protein[fg].mean()) ** 2).sum()
+        assert share["er"] > 1.5 * share["cytoplasmic"], share
+
+
+def test_otsu_finds_nuclei_in_hard_fields():
+    out = generate_shard(SEED, list(range(8)), size=256, cells_per_field=14, difficulty="hard")
+    for image, labels, row, _ in _fields(out):
+        smooth = gaussian(image[0].astype(float), sigma=2, preserve_range=True)
+        fg = smooth > threshold_otsu(smooth)
+        truth = labels > 0
+        dice = 2 * (fg & truth).sum() / (fg.sum() + truth.sum())
+        assert dice > (0.6 if row["Metadata_field_out_of_focus"] else 0.8), row.to_dict()

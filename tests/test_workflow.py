@@ -40,8 +40,8 @@ def test_default_config_dry_run(tmp_path):
     jobs = planned_jobs(snakemake(tmp_path, "-n"))
     # Jobs at shard granularity: 64 fields / 16 per shard = 4 segmentation jobs, not 64.
     assert jobs["synthesize_fields"] == 4 and jobs["segment_and_crop"] == 4
-    assert jobs["train_model"] == 3  # the quick preset: vae, paired inpainting, ae
-    assert {"extract_features_vae", "extract_features_pci", "extract_features_ae"} <= set(jobs)
+    assert jobs["train_model"] == 3  # the quick preset: vae, paired inpainting, contrastive
+    assert {"extract_features_vae", "extract_features_pci", "extract_features_simclr"} <= set(jobs)
     # One evaluation job per model and per baseline, each covering all its layers.
     assert {rule for rule in jobs if rule.startswith("evaluate_")} == {
         "evaluate_pca",
@@ -50,7 +50,7 @@ def test_default_config_dry_run(tmp_path):
         "evaluate_cellcount",
         "evaluate_vae",
         "evaluate_pci",
-        "evaluate_ae",
+        "evaluate_simclr",
     }
 
 
@@ -131,6 +131,12 @@ def test_tiny_run_outputs(tiny_run):
     assert list(history["epoch"]) == [1, 2]
     assert json.loads((res / "models" / "tileae" / "model.json").read_text())["normalization"]["clip"] is True
     assert json.loads((res / "models" / "pci" / "model.json").read_text())["normalization"]["kind"] == "per_cell_minmax"
+    # normalize: the choice and the transform it implies are recorded with the weights.
+    for model, kind in (("vae", "affine"), ("scvae", "per_field_robust"), ("infomax", "per_cell_robust")):
+        record = json.loads((res / "models" / model / "model.json").read_text())
+        assert record["normalization"]["kind"] == kind
+        assert record["params"]["normalize"] == config["models"][model]["normalize"]
+    assert "normalize: cell" in (tiny_run / "logs" / "tiny" / "pca_features.log").read_text()
     assert (res / "models" / "tileae" / "stitched.png").stat().st_size > 1000
     gan_history = pd.read_csv(res / "models" / "gan" / "history.csv")
     assert {"train_d_loss", "train_g_loss", "train_mi_loss", "train_gp"} <= set(gan_history.columns)
@@ -140,7 +146,15 @@ def test_tiny_run_outputs(tiny_run):
     assert stats["n_train_tiles"] > 0 and stats["n_val_tiles"] > 0
 
     summary = pd.read_csv(res / "metrics" / "summary.csv")
-    assert list(summary.columns[:5]) == ["model", "layer", "kind", "n_cells", "n_features"]
+    assert list(summary.columns[:6]) == ["model", "layer", "kind", "normalize", "n_cells", "n_features"]
+    normalize = summary.groupby("model")["normalize"].first()
+    assert (normalize["vae"], normalize["scvae"], normalize["pca"], normalize["handcrafted"]) == (
+        "dataset",
+        "field",
+        "cell",
+        "cell",
+    )
+    assert normalize.get("cellcount", "") in ("", None) or pd.isna(normalize["cellcount"])
     for column in (
         "logreg_accuracy_grouped",
         "logreg_f1_grouped",

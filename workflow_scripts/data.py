@@ -55,6 +55,8 @@ class Normalizer:
     offset: list[float]
     scale: list[float]
     clip: bool = False
+    #: Figures show reconstructions mapped back to raw intensities only where an inverse exists.
+    invertible = True
 
     @classmethod
     def from_stats(cls, stats: dict, likelihood: str) -> Normalizer:
@@ -69,7 +71,7 @@ class Normalizer:
         scale = np.where(scale > 0, scale, 1.0)
         return cls([float(v) for v in offset], [float(v) for v in scale], clip)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
         off = np.asarray(self.offset, dtype=np.float32).reshape(1, -1, 1, 1)
         sc = np.asarray(self.scale, dtype=np.float32).reshape(1, -1, 1, 1)
         y = (x - off) / sc
@@ -89,8 +91,9 @@ class PerCellMinMax:
     no global inverse, so ``invert`` returns its input."""
 
     kind = "per_cell_minmax"
+    invertible = False
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
         from workflow_scripts.pairs import per_cell_minmax
 
         return per_cell_minmax(x)
@@ -102,10 +105,121 @@ class PerCellMinMax:
         return {"kind": self.kind}
 
 
+#: ``normalize`` values: statistics of the training split, of each crop, or of each field.
+NORMALIZATIONS: tuple[str, ...] = ("dataset", "cell", "field")
+#: Percentiles of the robust range of ``cell`` and ``field`` (mapped to 0 and 1): the 1st is
+#: the background, and the 99.5th keeps bright puncta (up to 0.5% of a crop's pixels) at or
+#: just above 1 without letting one hot pixel set the scale.
+ROBUST_RANGE: tuple[float, float] = (1.0, 99.5)
+
+
+def _robust_scale(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, clip: bool) -> np.ndarray:
+    span = hi - lo
+    y = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+    return np.clip(y, 0.0, 1.0) if clip else y
+
+
+class PerCellRobust:
+    """``normalize: cell``: each crop's channels mapped from their own robust range (the
+    :data:`ROBUST_RANGE` percentiles over the crop's pixels) to [0, 1]; clipped for Bernoulli
+    models. A cell's brightness then says nothing about its field's exposure or its expression
+    level, only its pattern does. There is no global inverse: ``invert`` returns its input."""
+
+    kind = "per_cell_robust"
+    invertible = False
+
+    def __init__(self, clip: bool = False, percentiles: tuple[float, float] = ROBUST_RANGE):
+        self.clip = bool(clip)
+        self.percentiles = (float(percentiles[0]), float(percentiles[1]))
+
+    def __call__(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        lo, hi = np.percentile(x, self.percentiles, axis=(-2, -1), keepdims=True)
+        return _robust_scale(x, lo, hi, self.clip)
+
+    def invert(self, y: np.ndarray) -> np.ndarray:
+        return y
+
+    def to_record(self) -> dict:
+        return {"kind": self.kind, "percentiles": list(self.percentiles), "clip": self.clip}
+
+
+class PerFieldRobust:
+    """``normalize: field``: every crop's channels mapped from the robust range (the
+    :data:`ROBUST_RANGE` percentiles) of all crops of its field of view (``column``) to [0, 1];
+    removes each field's exposure and background while keeping brightness differences between
+    the cells of a field. A data-dependent transform: :meth:`bind` computes the range of every
+    field of a table, and the bound normaliser is called with the table positions of a batch.
+    """
+
+    kind = "per_field_robust"
+    needs_table = True
+    invertible = False
+
+    def __init__(
+        self,
+        clip: bool = False,
+        percentiles: tuple[float, float] = ROBUST_RANGE,
+        column: str = "Metadata_image",
+    ):
+        self.clip = bool(clip)
+        self.percentiles = (float(percentiles[0]), float(percentiles[1]))
+        self.column = column
+        self.lo: np.ndarray | None = None  # (n items, C, 1, 1) once bound
+        self.hi: np.ndarray | None = None
+
+    def bind(self, table, arrays: ShardedArrays) -> PerFieldRobust:
+        """A copy holding the range of each item's field, from the table's own items."""
+        if self.column not in table.columns:
+            raise ValueError(f"normalize: field needs column {self.column!r} (the field of each cell) in the table")
+        bound = PerFieldRobust(self.clip, self.percentiles, self.column)
+        channels = arrays.item_shape[0]
+        bound.lo = np.zeros((len(table), channels, 1, 1), np.float32)
+        bound.hi = np.ones((len(table), channels, 1, 1), np.float32)
+        shards, rows = table["Metadata_shard"].to_numpy(), table["Metadata_row"].to_numpy()
+        for where in table.groupby(self.column, sort=False, dropna=False).indices.values():
+            crops = arrays.gather(shards[where], rows[where])
+            lo, hi = np.percentile(crops, self.percentiles, axis=(0, 2, 3))
+            bound.lo[where], bound.hi[where] = lo[:, None, None], hi[:, None, None]
+        return bound
+
+    def __call__(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+        if self.lo is None or index is None:
+            raise RuntimeError("normalize: field: call bind(table, arrays) and pass the batch's table positions")
+        index = np.asarray(index)
+        return _robust_scale(np.asarray(x, dtype=np.float32), self.lo[index], self.hi[index], self.clip)
+
+    def invert(self, y: np.ndarray) -> np.ndarray:
+        return y
+
+    def to_record(self) -> dict:
+        return {"kind": self.kind, "percentiles": list(self.percentiles), "clip": self.clip, "column": self.column}
+
+
+def make_normalizer(kind: str, table, arrays: ShardedArrays, *, likelihood: str = "gaussian", stats=None):
+    """The normaliser of a ``normalize`` value for items of ``table`` (the training split):
+    ``dataset`` fits per-channel statistics there (or takes ``stats``), ``cell`` and ``field``
+    need nothing fitted. Bernoulli models get values clipped to [0, 1]."""
+    if kind == "dataset":
+        return Normalizer.from_stats(stats if stats is not None else raw_channel_stats(table, arrays), likelihood)
+    if kind == "cell":
+        return PerCellRobust(clip=likelihood == "bernoulli")
+    if kind == "field":
+        return PerFieldRobust(clip=likelihood == "bernoulli")
+    raise ValueError(f"normalize: {kind!r} is not one of {NORMALIZATIONS}")
+
+
 def normalizer_from_record(record: dict):
     """Rebuild the normaliser a model was trained with from its model.json entry."""
-    if record.get("kind") == PerCellMinMax.kind:
+    kind = record.get("kind")
+    if kind == PerCellMinMax.kind:
         return PerCellMinMax()
+    if kind == PerCellRobust.kind:
+        return PerCellRobust(record.get("clip", False), tuple(record.get("percentiles", ROBUST_RANGE)))
+    if kind == PerFieldRobust.kind:
+        return PerFieldRobust(
+            record.get("clip", False), tuple(record.get("percentiles", ROBUST_RANGE)), record.get("column", "Metadata_image")
+        )
     return Normalizer(record["offset"], record["scale"], record.get("clip", False))
 
 
@@ -125,7 +239,7 @@ class BatchSource:
 
     def batch(self, index: np.ndarray) -> np.ndarray:
         index = np.asarray(index)
-        return self.normalizer(self.arrays.gather(self.shards[index], self.rows[index]))
+        return self.normalizer(self.arrays.gather(self.shards[index], self.rows[index]), index)
 
     def raw(self, index: np.ndarray) -> np.ndarray:
         index = np.asarray(index)
@@ -144,18 +258,26 @@ def open_shards(paths) -> ShardedArrays:
 
 
 def source_for(table, arrays: ShardedArrays, normalizer: Normalizer) -> BatchSource:
-    """Batch source over the rows of a cell or tile table (``Metadata_shard``, ``Metadata_row``)."""
+    """Batch source over the rows of a cell or tile table (``Metadata_shard``, ``Metadata_row``);
+    a per-field normaliser is bound to the table's fields here."""
     for column in ("Metadata_shard", "Metadata_row"):
         if column not in table.columns:
             raise ValueError(f"table lacks column {column!r} that locates each item in its shard")
+    table = table.reset_index(drop=True)
+    if getattr(normalizer, "needs_table", False):
+        normalizer = normalizer.bind(table, arrays)
     return BatchSource(arrays, table["Metadata_shard"].to_numpy(), table["Metadata_row"].to_numpy(), normalizer)
 
 
-def pixel_matrix(source: BatchSource, downsample: int = 1, batch_size: int = 512) -> np.ndarray:
-    """Flattened (normalised) pixels of every item, optionally block-mean downsampled: (N, D)."""
+def pixel_matrix(
+    source: BatchSource, downsample: int = 1, batch_size: int = 512, items: range | None = None
+) -> np.ndarray:
+    """Flattened (normalised) pixels of every item (or of ``items``), optionally block-mean
+    downsampled: (N, D)."""
     parts = []
-    for start in range(0, len(source), batch_size):
-        x = source.batch(np.arange(start, min(start + batch_size, len(source))))
+    items = range(len(source)) if items is None else items
+    for start in range(items.start, items.stop, batch_size):
+        x = source.batch(np.arange(start, min(start + batch_size, items.stop)))
         if downsample > 1:
             n, c, h, w = x.shape
             f = downsample

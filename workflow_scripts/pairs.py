@@ -106,6 +106,8 @@ class PairedSource:
         rank[self._members] = np.arange(len(self.group)) - self._starts[self.group[self._members]]
         self._rank = rank
         self._cache: tuple[int, np.ndarray] | None = None
+        if getattr(normalizer, "needs_table", False):  # per-field ranges of the kept cells
+            self.normalizer = normalizer.bind(self.table, arrays)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -143,7 +145,7 @@ class PairedSource:
         if self.per_cell_scaling:
             return per_cell_minmax(x)
         if self.normalizer is not None:
-            return self.normalizer(x).astype(np.float32, copy=False)
+            return self.normalizer(x, items).astype(np.float32, copy=False)
         return x
 
     def batch(self, index) -> dict[str, np.ndarray]:

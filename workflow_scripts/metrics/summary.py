@@ -10,6 +10,7 @@ SUMMARY_COLUMNS = [
     "model",
     "layer",
     "kind",
+    "normalize",
     "n_cells",
     "n_features",
     "logreg_accuracy_grouped",
@@ -48,14 +49,16 @@ def _get(result: dict, *path, default=math.nan):
     return default if value is None else value
 
 
-def summary_row(result: dict, kind: str = "") -> dict:
+def summary_row(result: dict, kind: str = "", normalize: str = "") -> dict:
     """Flatten one layer's metrics JSON into a summary row (neighbourhood metrics at summary_k).
-    Metrics a layer has no value for (skipped) are NaN."""
+    Metrics a layer has no value for (skipped) are NaN. ``normalize`` is the intensity
+    normalisation the features were computed with (empty where none applies)."""
     k = str(result["summary_k"])
     row = {
         "model": result["model"],
         "layer": result["layer"],
         "kind": kind,
+        "normalize": normalize,
         "n_cells": result["n_cells"],
         "n_features": result["n_features"],
         "logreg_accuracy_grouped": _get(result, "logreg_grouped", "accuracy_mean"),
@@ -93,7 +96,7 @@ def metric_columns(summary) -> list[str]:
     return [
         c
         for c in summary.columns
-        if c not in ("model", "layer", "kind", "n_cells", "n_features") and not c.endswith("_sd")
+        if c not in ("model", "layer", "kind", "normalize", "n_cells", "n_features") and not c.endswith("_sd")
     ]
 
 

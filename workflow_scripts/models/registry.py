@@ -16,6 +16,7 @@ _CLASSES = {
     "infomax_vae": ("infomax_vae", "InfoMaxVAE"),
     "paired_inpainting": ("paired_inpainting", "PairedInpaintingNet"),
     "adversarial": ("adversarial", "AdversarialNet"),
+    "contrastive": ("contrastive", "ContrastiveNet"),
 }
 
 #: Entry keys that configure data handling rather than the network.

@@ -9,7 +9,7 @@ import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.data import open_shards
+from workflow_scripts.data import Normalizer, make_normalizer, open_shards, source_for
 from workflow_scripts.features import feature_table
 from workflow_scripts.io import write_parquet
 from workflow_scripts.runner import run
@@ -18,9 +18,22 @@ log = logging.getLogger("baseline_features")
 BATCH = 1024
 
 
-def _crops(cells, arrays, start, stop):
-    part = cells.iloc[start:stop]
-    return arrays.gather(part["Metadata_shard"].to_numpy(), part["Metadata_row"].to_numpy())
+def _crop_source(smk, cells, arrays):
+    """Crops as the baselines measure them (``baselines.normalize``): ``dataset`` = raw
+    intensities (the hand-crafted features rescale per cell where they need to, and the random
+    CNN z-scores each channel over all cells), ``cell`` or ``field`` = each crop scaled by its
+    own or its field's robust range first (workflow_scripts.data)."""
+    kind = smk.params.normalize
+    if kind == "dataset":
+        normalizer = Normalizer([0.0] * arrays.item_shape[0], [1.0] * arrays.item_shape[0])
+    else:
+        normalizer = make_normalizer(kind, cells, arrays)
+    log.info("normalize: %s", kind)
+    return source_for(cells, arrays, normalizer)
+
+
+def _crops(source, start, stop):
+    return source.batch(np.arange(start, min(stop, len(source))))
 
 
 def handcrafted(smk, cells, arrays):
@@ -29,9 +42,10 @@ def handcrafted(smk, cells, arrays):
     names = [c["name"] for c in smk.params.channels]
     roles = [c["role"] for c in smk.params.channels]
     nucleus = roles.index("nucleus") if "nucleus" in roles else 0
+    source = _crop_source(smk, cells, arrays)
     parts = [
         handcrafted_features(
-            _crops(cells, arrays, s, s + BATCH), names, nucleus_channel=nucleus, n_jobs=int(smk.threads)
+            _crops(source, s, s + BATCH), names, nucleus_channel=nucleus, n_jobs=int(smk.threads)
         )
         for s in range(0, len(cells), BATCH)
     ]
@@ -52,7 +66,8 @@ def random_cnn(smk, cells, arrays):
     from workflow_scripts.baselines import random_cnn_features
 
     torch.set_num_threads(int(smk.threads))
-    crops = np.concatenate([_crops(cells, arrays, s, s + BATCH) for s in range(0, len(cells), BATCH)])
+    source = _crop_source(smk, cells, arrays)
+    crops = np.concatenate([_crops(source, s, s + BATCH) for s in range(0, len(cells), BATCH)])
     layers = random_cnn_features(crops, seed=int(smk.params.seed))
     for path in smk.output:
         layer = Path(path).stem

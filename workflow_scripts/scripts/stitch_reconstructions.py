@@ -44,7 +44,9 @@ def main(smk):
                 ]
             )
         overlap = int(smk.params.tiling["overlap"])
-        originals.append(stitch_tiles(source.raw(np.arange(len(source))), origins, height, width, overlap=overlap))
+        # Raw intensities where the normalisation has an inverse, else both as the model saw them.
+        shown = source.raw if normalizer.invertible else source.batch
+        originals.append(stitch_tiles(shown(np.arange(len(source))), origins, height, width, overlap=overlap))
         recons.append(stitch_tiles(normalizer.invert(rec), origins, height, width, overlap=overlap))
         log.info("field %s: %d tiles stitched", image, len(tiles))
     plot_reconstruction_grid(

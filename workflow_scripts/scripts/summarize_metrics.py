@@ -112,13 +112,14 @@ def protocol_note(protocol: dict) -> str:
 
 
 def main(smk):
-    families = dict(smk.params.families)
+    families, normalize = dict(smk.params.families), dict(smk.params.normalize)
     rows, results = [], {}
     for path in smk.input:
         with open(path) as fh:
             result = json.load(fh)
         results[(result["model"], result["layer"])] = result
-        rows.append(summary_row(result, kind=families.get(result["model"], "baseline")))
+        model = result["model"]
+        rows.append(summary_row(result, kind=families.get(model, "baseline"), normalize=normalize.get(model, "")))
     summary = pd.DataFrame(rows)
     write_csv(smk.output.table, summary)
     metric = ranking_metric(summary)

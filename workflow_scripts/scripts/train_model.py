@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workflow_scripts.data import Normalizer, PerCellMinMax, open_shards, raw_channel_stats, source_for
+from workflow_scripts.data import PerCellMinMax, make_normalizer, open_shards, source_for
 from workflow_scripts.feedback import GuidedSource, read_feedback
 from workflow_scripts.io import write_csv
 from workflow_scripts.models.registry import architecture, build_model, save_trained
@@ -40,16 +40,22 @@ def _sources(params, smk, seed):
         table, arrays = cells, open_shards(smk.input.arrays)
         stats = None
     train, val = _split(table, smk.params.split, seed)
-    if params["family"] == "paired_inpainting":
-        # Pairs within the training (validation) split only; per-cell min-max scaling.
+    kind, likelihood = params["normalize"], params.get("likelihood", "gaussian")
+    if params.get("pair_within"):
+        # Paired inpainting, contrastive views from two cells of a group: pairs within the
+        # training (validation) split only. Inpainting's ``normalize: cell`` is the
+        # reference's per-cell min-max scaling.
         column = params["pair_within"]
-        make = lambda t: PairedSource(arrays, t, column, seed=seed)  # noqa: E731
+        if kind == "cell" and params["family"] == "paired_inpainting":
+            normalizer, options = PerCellMinMax(), {"per_cell_scaling": True}
+        else:
+            normalizer = make_normalizer(kind, train, arrays, likelihood=likelihood, stats=stats)
+            options = {"per_cell_scaling": False, "normalizer": normalizer}
+        make = lambda t: PairedSource(arrays, t, column, seed=seed, **options)  # noqa: E731
         train_source, val_source = make(train), make(val)
         log.info("pairs within %s: %d unpaired training cells left out", column, train_source.n_unpaired)
-        return train_source, val_source, PerCellMinMax(), arrays, train
-    if stats is None:
-        stats = raw_channel_stats(train, arrays)
-    normalizer = Normalizer.from_stats(stats, params.get("likelihood", "gaussian"))
+        return train_source, val_source, normalizer, arrays, train
+    normalizer = make_normalizer(kind, train, arrays, likelihood=likelihood, stats=stats)
     train_source, val_source = source_for(train, arrays, normalizer), source_for(val, arrays, normalizer)
     if params.get("guided"):
         train_source, val_source = _guided(params, smk, train, val, train_source, val_source)
@@ -81,6 +87,12 @@ def _guided(params, smk, train, val, train_source, val_source):
     )
 
 
+def _shown(model) -> str:
+    """What ``model.reconstruct`` returns, for the figure title (a contrastive model has no
+    decoder and shows one augmented view)."""
+    return getattr(model, "reconstruction_name", "reconstructions")
+
+
 def _reconstruction_figure(model, val_source, normalizer, smk, params):
     index = np.arange(min(N_RECONSTRUCTIONS, len(val_source)))
     batch = val_source.batch(index)
@@ -94,9 +106,12 @@ def _reconstruction_figure(model, val_source, normalizer, smk, params):
             original = model.reconstruction_target(tensors).float().numpy()
         names = [names[model.protein_channel]]
         title = f"{smk.wildcards.model}: protein of validation cells and its inpainting"
-    else:
+    elif normalizer.invertible:
         original, recon = val_source.raw(index), normalizer.invert(recon)
-        title = f"{smk.wildcards.model}: validation {params['input']} and reconstructions"
+        title = f"{smk.wildcards.model}: validation {params['input']} and {_shown(model)}"
+    else:  # per-cell or per-field scaling: both sides as the model saw them
+        original = batch if not isinstance(batch, dict) else batch["source"] if "source" in batch else batch["x"]
+        title = f"{smk.wildcards.model}: validation {params['input']} (normalize: {params['normalize']}) and {_shown(model)}"
     plot_reconstruction_grid(original, recon, smk.output.recon, channel_names=names, title=title)
 
 
@@ -106,7 +121,12 @@ def main(smk):
     torch.set_num_threads(max(1, int(smk.threads)))
     train_source, val_source, normalizer, arrays, train = _sources(params, smk, seed)
     log.info(
-        "%s: %d training and %d validation %s", smk.wildcards.model, len(train_source), len(val_source), params["input"]
+        "%s: %d training and %d validation %s, normalize: %s",
+        smk.wildcards.model,
+        len(train_source),
+        len(val_source),
+        params["input"],
+        params["normalize"],
     )
 
     channels, input_size = arrays.item_shape[0], int(arrays.item_shape[-1])

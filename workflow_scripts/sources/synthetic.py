@@ -15,6 +15,15 @@ is bit-identical whichever shard it is generated in.
 Ground truth per cell: its nuclear instance label, class, nucleus centre and area, and a
 continuous latent ``Metadata_trajectory`` in [0, 1] that enlarges the cell and
 strengthens the protein pattern (a stand-in for, e.g., progression through the cell cycle).
+
+``difficulty`` picks one of two presets (:data:`DIFFICULTIES`). ``"standard"`` is the
+original simulation: six classes that differ in gross location, mild cell-to-cell and
+field-to-field variation. ``"hard"`` imitates what real screens (Human Protein Atlas, Cell
+Painting) look like: classes that come in near twins differing only in a subtle spatial
+pattern (:data:`HARD_CLASSES`), protein abundance that varies ~10x from cell to cell with
+some cells barely expressing, independent per-channel exposure / gain and an additive
+background per field, slight defocus everywhere and a few out-of-focus fields. Every
+setting of a preset is also a keyword of its own (``None`` = the preset's value).
 """
 
 from __future__ import annotations
@@ -27,9 +36,34 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-__all__ = ["CHANNELS", "CLASSES", "generate_field", "generate_shard"]
+__all__ = [
+    "CHANNELS",
+    "CLASSES",
+    "DIFFICULTIES",
+    "HARD_CLASSES",
+    "STANDARD_CLASSES",
+    "generate_field",
+    "generate_shard",
+]
 
 CHANNELS: tuple[str, ...] = ("nucleus", "structure", "protein")
+#: Every localisation class the generator can draw. The first six are the original classes
+#: (difficulty "standard"); the last four are subtle-pattern near twins of some of them:
+#:
+#: - ``nuclear_speckles``: splicing-factor speckles (SC35 / SRSF2-like): 10-30 nuclear bodies
+#:   of ~2-3 px on a diffuse nucleoplasmic pool; twin of ``nuclear`` (diffuse nucleoplasm).
+#: - ``er``: endoplasmic reticulum (calnexin / SEC61B-like): a fine reticular network
+#:   through the cytoplasm, densest around the nucleus, continuous with a faint nuclear
+#:   envelope rim; twin of ``cytoplasmic`` (diffuse cytosol).
+#: - ``golgi``: Golgi apparatus (GOLGA2 / GM130-like): a compact cap of small stacks on one
+#:   side of the nucleus; twin of ``cytoplasmic`` (same compartment, whole of it).
+#: - ``fine_puncta``: peroxisome-like dots (PEX14 / catalase-like): 60-150 per cell,
+#:   PSF-sized and dim, spread evenly through the cytoplasm; twin of ``puncta``
+#:   (endosome / lysosome-like vesicles: fewer, larger, brighter, perinuclear).
+#:
+#: A twin's photons per unit pattern are set so that its mean integrated protein
+#: intensity per cell equals its partner's (measured on ~600 whole cells of 18 fields: within
+#: 3 %), so the total brightness of a cell does not tell twins apart.
 CLASSES: tuple[str, ...] = (
     "nuclear",
     "nucleolar",
@@ -37,7 +71,57 @@ CLASSES: tuple[str, ...] = (
     "membrane",
     "puncta",
     "filaments",
+    "nuclear_speckles",
+    "er",
+    "golgi",
+    "fine_puncta",
 )
+#: Default classes of difficulty "standard": the original six, gross locations.
+STANDARD_CLASSES: tuple[str, ...] = CLASSES[:6]
+#: Default classes of difficulty "hard": four compartments, each with classes that differ
+#: in pattern rather than place (nucleus: nuclear / nuclear_speckles / nucleolar;
+#: cytoplasm: cytoplasmic / er / golgi; cytoplasmic dots: puncta / fine_puncta).
+HARD_CLASSES: tuple[str, ...] = (
+    "nuclear",
+    "nuclear_speckles",
+    "nucleolar",
+    "cytoplasmic",
+    "er",
+    "golgi",
+    "puncta",
+    "fine_puncta",
+)
+
+#: Settings of each difficulty: the value a keyword takes when it is ``None``.
+DIFFICULTIES: dict[str, dict] = {
+    "standard": {
+        "classes": STANDARD_CLASSES,
+        "expression_sd": 0.25,
+        "dim_fraction": 0.0,
+        "channel_gain_sd": 0.0,
+        "background": 0.0,
+        "defocus": 0.0,
+        "out_of_focus_fraction": 0.0,
+    },
+    "hard": {
+        "classes": HARD_CLASSES,
+        # HPA / Cell Painting: a protein's abundance spans ~10x across the cells of one
+        # well (95 % range exp(+-1.96 * 0.6), a factor 10.5) ...
+        "expression_sd": 0.6,
+        # ... and a minority of cells hardly express it at all.
+        "dim_fraction": 0.1,
+        # Exposure time / gain / lamp power and staining efficiency differ per well and
+        # per channel, independently (on top of the shared batch_sd).
+        "channel_gain_sd": 0.3,
+        # Medium autofluorescence, unbound dye, stray light: up to 15 % of each channel's
+        # typical in-cell level, flat over the field, different per well.
+        "background": 0.15,
+        # Autofocus is never perfect: up to 0.8 px extra blur SD on every field ...
+        "defocus": 0.8,
+        # ... and about one field in ten is clearly out of focus.
+        "out_of_focus_fraction": 0.1,
+    },
+}
 
 FIELD_COLUMNS: tuple[str, ...] = (
     "Metadata_image",
@@ -45,6 +129,12 @@ FIELD_COLUMNS: tuple[str, ...] = (
     "Metadata_group",
     "Metadata_field_gain",
     "Metadata_field_index",
+    "Metadata_field_gain_nucleus",
+    "Metadata_field_gain_structure",
+    "Metadata_field_gain_protein",
+    "Metadata_field_background",
+    "Metadata_field_defocus",
+    "Metadata_field_out_of_focus",
 )
 OBJECT_COLUMNS: tuple[str, ...] = (
     "Metadata_image",
@@ -83,6 +173,12 @@ _PROTEIN_PHOTONS = {
     "membrane": 900.0,
     "puncta": 1600.0,
     "filaments": 900.0,
+    # Twins: calibrated so the mean integrated protein per cell equals the partner's
+    # (nuclear_speckles ~ nuclear, er ~ golgi ~ cytoplasmic, fine_puncta ~ puncta).
+    "nuclear_speckles": 885.0,
+    "er": 715.0,
+    "golgi": 1900.0,
+    "fine_puncta": 2350.0,
 }
 _PROTEIN_NONSPECIFIC = 0.025  # diffuse cytoplasmic signal of every protein, relative
 _AUTOFLUORESCENCE = (8.0, 20.0, 15.0)  # per channel, photons per pixel
@@ -92,6 +188,13 @@ _ILLUMINATION_MIN = (0.7, 0.85)  # darkest corner relative to the brightest poin
 _PSF_SIGMA = 1.0
 _READ_NOISE = 2.5
 _CAMERA_OFFSET = 100.0
+
+# --- Field and cell effects of the "hard" settings (see DIFFICULTIES). ---
+_DIM_LEVEL = 0.1  # expression of a dim (barely expressing) cell, relative to its draw
+# Typical in-cell photons per pixel of each channel: the unit of the `background` option.
+_BACKGROUND_REFERENCE = (_NUCLEUS_PHOTONS, _STRUCTURE_PHOTONS, 300.0)
+_OUT_OF_FOCUS_SIGMA = (2.0, 3.0)  # extra blur SD (px) of an out-of-focus field
+_OUT_OF_FOCUS_HAZE = 0.25  # out-of-focus light of such a field (in focus: _HAZE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,6 +224,24 @@ def _check_real(name: str, value, minimum: float, *, strict: bool) -> float:
     return float(value)
 
 
+def _check_fraction(name: str, value) -> float:
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0.0 <= value <= 1.0
+    )
+    if not ok:
+        raise ValueError(f"{name}={value!r}: expected a number in [0, 1]")
+    return float(value)
+
+
+def _check_difficulty(difficulty) -> str:
+    if not (isinstance(difficulty, str) and difficulty in DIFFICULTIES):
+        raise ValueError(f"difficulty={difficulty!r}: expected one of {tuple(DIFFICULTIES)}")
+    return difficulty
+
+
 def _check_classes(classes) -> tuple[str, ...]:
     # A bare string is a Sequence of characters; accepting it would silently mean
     # classes ("n", "u", ...), so it is rejected explicitly.
@@ -142,16 +263,39 @@ def _check_options(
     *,
     size: int = 512,
     cells_per_field: float = 45.0,
-    classes: Sequence[str] = CLASSES,
+    classes: Sequence[str] | None = None,
     batch_sd: float = 0.3,
+    difficulty: str = "standard",
+    expression_sd: float | None = None,
+    dim_fraction: float | None = None,
+    channel_gain_sd: float | None = None,
+    background: float | None = None,
+    defocus: float | None = None,
+    out_of_focus_fraction: float | None = None,
 ) -> dict:
     """Validate the keyword options shared by :func:`generate_field` and
-    :func:`generate_shard`; an unknown keyword raises ``TypeError`` as for any call."""
+    :func:`generate_shard`, ``None`` resolved from ``difficulty``; an unknown keyword raises
+    ``TypeError`` as for any call."""
+    preset = DIFFICULTIES[_check_difficulty(difficulty)]
+
+    def pick(name, value):
+        return preset[name] if value is None else value
+
+    nonneg = {
+        "expression_sd": expression_sd,
+        "channel_gain_sd": channel_gain_sd,
+        "background": background,
+        "defocus": defocus,
+    }
+    fractions = {"dim_fraction": dim_fraction, "out_of_focus_fraction": out_of_focus_fraction}
     return {
         "size": _check_int("size", size, 64),
         "cells_per_field": _check_real("cells_per_field", cells_per_field, 0.0, strict=True),
-        "classes": _check_classes(classes),
+        "classes": _check_classes(pick("classes", classes)),
         "batch_sd": _check_real("batch_sd", batch_sd, 0.0, strict=False),
+        "difficulty": difficulty,
+        **{k: _check_real(k, pick(k, v), 0.0, strict=False) for k, v in nonneg.items()},
+        **{k: _check_fraction(k, pick(k, v)) for k, v in fractions.items()},
     }
 
 
@@ -548,6 +692,54 @@ def _protein_pattern(
         # Fibre bundles are below the resolution: the PSF alone sets their width.
         # Actin-like proteins also keep a diffuse (monomeric) cytoplasmic pool.
         return points + 0.08 * cyto
+    if name == "nuclear_speckles":
+        # Splicing speckles: 10-30 irregular nuclear bodies a little larger than the PSF
+        # (~2-3 px across with it), scattered through the nucleoplasm but not in the
+        # nucleoli, on a diffuse nucleoplasmic pool holding about half of the protein.
+        nuc = cells["semi_a"], cells["semi_b"]
+        owner = _per_cell(rng, n_cells, 10, 31)
+        rho = np.sqrt(rng.uniform(0.0, 0.8**2, owner.size))
+        ang = rng.uniform(0.0, 2 * math.pi, owner.size)
+        u, v = rho * nuc[0][owner] * np.cos(ang), rho * nuc[1][owner] * np.sin(ang)
+        th = cells["theta"][owner]
+        ys = cells["cy"][owner] + u * np.sin(th) + v * np.cos(th)
+        xs = cells["cx"][owner] + u * np.cos(th) - v * np.sin(th)
+        weight = rng.lognormal(0.0, 0.4, owner.size) * (2 * math.pi * 0.9**2)
+        points = _splat(ys, xs, weight, owner + 1, nuc_id, size)
+        speckles = ndi.gaussian_filter(points, 0.9)
+        return (0.35 * nucleus + speckles) * (1 - 0.8 * maps["nucleoli"])
+    if name == "er":
+        # Reticular network: the zero set of a smooth random field is a mesh of curved
+        # lines a few pixels apart, like the ER's tubules and sheets seen at widefield
+        # resolution. Densest around the nucleus (as cytoplasmic, but steeper), on an
+        # unresolved diffuse part, plus a faint nuclear-envelope rim continuous with it.
+        field = _texture(rng, size, 1.6)
+        mesh = np.exp(-((field / 0.3) ** 2))
+        thickness = np.clip(1.4 - 1.1 * cell_rho, 0.2, None)
+        envelope = np.clip(
+            ndi.gaussian_filter((cyto_id > 0).astype(np.float32), 1.0) * 2.0, 0.0, 1.0
+        ) * nucleus
+        return cyto * thickness * (0.3 + mesh) + 0.3 * envelope
+    if name == "golgi":
+        # Golgi ribbon: 12-24 small stacks in a compact cap against one side of the
+        # nucleus (within ~0.5 nuclear radii of its edge, spread over ~+-30 degrees).
+        owner = _per_cell(rng, n_cells, 12, 25)
+        side = rng.uniform(-math.pi, math.pi, n_cells)[owner] + rng.normal(0.0, 0.5, owner.size)
+        z = np.exp(1j * side)
+        rad = _nucleus_radius(cells, owner, z) * rng.uniform(1.05, 1.55, owner.size)
+        ys, xs = cells["cy"][owner] + rad * z.imag, cells["cx"][owner] + rad * z.real
+        weight = rng.lognormal(0.0, 0.4, owner.size) * (2 * math.pi * 1.0**2)
+        points = _splat(ys, xs, weight, owner + 1, cyto_id, size)
+        return ndi.gaussian_filter(points, 1.0)
+    if name == "fine_puncta":
+        # Peroxisome-like dots: many (60-150 per cell), below the resolution (the PSF
+        # alone sets their size) and dim, spread evenly over the cytoplasm's area.
+        owner = _per_cell(rng, n_cells, 60, 151)
+        z = np.exp(1j * rng.uniform(-math.pi, math.pi, owner.size))
+        rad = np.sqrt(rng.uniform(0.1, 0.95**2, owner.size)) * _cell_radius(cells, owner, z)
+        ys, xs = cells["cy"][owner] + rad * z.imag, cells["cx"][owner] + rad * z.real
+        weight = rng.lognormal(0.0, 0.5, owner.size)
+        return _splat(ys, xs, weight, owner + 1, cyto_id, size)
     raise AssertionError(name)  # pragma: no cover - guarded by _check_classes
 
 
@@ -601,8 +793,15 @@ def generate_field(
     *,
     size: int = 512,
     cells_per_field: float = 45.0,
-    classes: Sequence[str] = CLASSES,
+    classes: Sequence[str] | None = None,
     batch_sd: float = 0.3,
+    difficulty: str = "standard",
+    expression_sd: float | None = None,
+    dim_fraction: float | None = None,
+    channel_gain_sd: float | None = None,
+    background: float | None = None,
+    defocus: float | None = None,
+    out_of_focus_fraction: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict, pd.DataFrame]:
     """Simulate one fluorescence microscopy field of view with ground truth.
 
@@ -622,11 +821,39 @@ def generate_field(
     classes : sequence of str, optional
         Localisation classes to cycle through, unique names from :data:`CLASSES`. Field
         ``index`` shows ``classes[index % len(classes)]``, so any ``len(classes)``
-        consecutive indices cover every class once.
+        consecutive indices cover every class once. Default (``None``): the
+        difficulty's, :data:`STANDARD_CLASSES` or :data:`HARD_CLASSES`.
     batch_sd : float, optional
         SD (>= 0) of the per-field log brightness gain, a batch effect multiplying all
         channels: the gain is ``exp(batch_sd * z)`` with ``z ~ N(0, 1)`` fixed by
         ``(seed, index)``, so ``batch_sd=0`` gives the same field with gain 1.
+    difficulty : {"standard", "hard"}, optional
+        Preset of the options below and of ``classes`` (values in :data:`DIFFICULTIES`).
+        "standard" with none of them given is the original simulation, bit for bit.
+    expression_sd : float, optional
+        SD (>= 0) of the log-normal cell-to-cell variation of protein abundance
+        (standard 0.25, hard 0.6: a ~10x range within a field).
+    dim_fraction : float, optional
+        Fraction in [0, 1] of cells that barely express the protein (abundance x0.1;
+        standard 0, hard 0.1). They keep their field's label.
+    channel_gain_sd : float, optional
+        SD (>= 0) of an extra per-field log gain drawn independently for each channel
+        (exposure, staining), on top of the shared ``batch_sd`` gain (standard 0, hard 0.3).
+    background : float, optional
+        Largest per-field additive background (>= 0), as a fraction of each channel's
+        typical in-cell level; each field draws its level uniformly in ``[0, background]``
+        (standard 0, hard 0.15).
+    defocus : float, optional
+        Largest extra blur SD in pixels (>= 0) of an in-focus field, drawn uniformly in
+        ``[0, defocus]`` per field and added in quadrature to the PSF (standard 0,
+        hard 0.8).
+    out_of_focus_fraction : float, optional
+        Fraction in [0, 1] of fields that are out of focus: extra blur SD 2-3 px and
+        about four times the out-of-focus haze (standard 0, hard 0.1).
+
+    Every random draw of these options comes from streams of its own, fixed by
+    ``(seed, index)``: changing one of them changes only its own effect (the cells, their
+    shapes and the noise stay), and a 0 turns it off.
 
     Returns
     -------
@@ -639,7 +866,12 @@ def generate_field(
     metadata : dict
         ``Metadata_image`` (str, ``f"f{index:05d}"``), ``Metadata_class`` (str),
         ``Metadata_group`` (str, same as ``Metadata_image``: a field plays the role of a
-        well), ``Metadata_field_gain`` (float) and ``Metadata_field_index`` (int).
+        well), ``Metadata_field_gain`` (float, the shared batch gain),
+        ``Metadata_field_index`` (int), ``Metadata_field_gain_<channel>`` for each of
+        :data:`CHANNELS` (float, the total gain of that channel: shared times its own),
+        ``Metadata_field_background`` (float, the field's additive background as a
+        fraction of each channel's typical in-cell level), ``Metadata_field_defocus``
+        (float, extra blur SD in pixels) and ``Metadata_field_out_of_focus`` (bool).
     objects : pandas.DataFrame
         One row per label of ``truth_labels`` in label order, columns
         ``Metadata_image``, ``truth_label`` (int), ``Metadata_trajectory`` (float in
@@ -663,7 +895,17 @@ def generate_field(
     seed = _check_int("seed", seed, 0)
     index = _check_int("index", index, 0)
     opts = _check_options(
-        size=size, cells_per_field=cells_per_field, classes=classes, batch_sd=batch_sd
+        size=size,
+        cells_per_field=cells_per_field,
+        classes=classes,
+        batch_sd=batch_sd,
+        difficulty=difficulty,
+        expression_sd=expression_sd,
+        dim_fraction=dim_fraction,
+        channel_gain_sd=channel_gain_sd,
+        background=background,
+        defocus=defocus,
+        out_of_focus_fraction=out_of_focus_fraction,
     )
     size, classes = opts["size"], opts["classes"]
     name = classes[index % len(classes)]
@@ -671,9 +913,25 @@ def generate_field(
 
     # Independent streams: geometry and the class-independent channels do not depend on
     # the class (changing ``classes`` only changes the protein channel), and nothing
-    # depends on how many random numbers another stage consumed.
-    streams = np.random.SeedSequence([seed, index]).spawn(5)
-    rng_geom, rng_cell, rng_struct, rng_protein, rng_optics = map(np.random.default_rng, streams)
+    # depends on how many random numbers another stage consumed. The first five are the
+    # original simulation's; the field and cell effects of the difficulty options draw
+    # from the last two (spawn(7)[:5] equals spawn(5)), so with those effects off a
+    # field is bit-identical to the original.
+    streams = np.random.SeedSequence([seed, index]).spawn(7)
+    rng_geom, rng_cell, rng_struct, rng_protein, rng_optics, rng_field, rng_expression = map(
+        np.random.default_rng, streams
+    )
+    # Field effects: always the same draws in the same order, whatever the options.
+    channel_z = rng_field.standard_normal(len(CHANNELS))
+    background_u, defocus_u, out_of_focus_u, out_of_focus_sigma_u = rng_field.uniform(size=4)
+    channel_gain = np.exp(opts["channel_gain_sd"] * channel_z)
+    background_level = opts["background"] * float(background_u)
+    out_of_focus = bool(out_of_focus_u < opts["out_of_focus_fraction"])
+    if out_of_focus:
+        low, high = _OUT_OF_FOCUS_SIGMA
+        defocus_sigma = low + (high - low) * float(out_of_focus_sigma_u)
+    else:
+        defocus_sigma = opts["defocus"] * float(defocus_u)
 
     cells = _place_cells(rng_geom, size, opts["cells_per_field"])
     n = len(cells["cy"])
@@ -686,7 +944,12 @@ def generate_field(
     dna, body = per_cell(_CELL_BRIGHTNESS_SD), per_cell(_CELL_BRIGHTNESS_SD)
     # The protein pattern strengthens along the trajectory (x0.35 at t=0 to x1.65 at t=1).
     strength = 0.35 + 1.3 * cells["t"]
-    protein_amp = per_cell(0.25) * np.concatenate([[0.0], strength]).astype(np.float32)
+    protein_amp = per_cell(opts["expression_sd"]) * np.concatenate([[0.0], strength]).astype(
+        np.float32
+    )
+    dim = rng_expression.uniform(size=n) < opts["dim_fraction"]
+    if dim.any():
+        protein_amp[1:][dim] *= np.float32(_DIM_LEVEL)
     nucleoli = _nucleoli(rng_cell, cells, nuc_id, size)
 
     # Nucleus: chromatin speckle, slightly brighter periphery, dark nucleoli.
@@ -728,8 +991,11 @@ def generate_field(
             _PROTEIN_PHOTONS[name] * protein_signal,
         ]
     ).astype(np.float32)
-    signal += _HAZE * _haze(signal)
+    signal += (_OUT_OF_FOCUS_HAZE if out_of_focus else _HAZE) * _haze(signal)
     signal += np.asarray(_AUTOFLUORESCENCE, np.float32)[:, None, None]
+    if background_level > 0:
+        reference = np.asarray(_BACKGROUND_REFERENCE, np.float32)[:, None, None]
+        signal += np.float32(background_level) * reference
 
     # The gain is exp(batch_sd * z) with z fixed by (seed, index): changing batch_sd
     # rescales every field's log gain and changes nothing else.
@@ -739,8 +1005,12 @@ def generate_field(
     # sampling consumes depends on the rates, and drawing it first keeps the nucleus and
     # structure channels bit-identical whatever the protein channel holds.
     read_noise = rng_optics.standard_normal(signal.shape, dtype=np.float32)
-    expected = ndi.gaussian_filter(signal, (0, _PSF_SIGMA, _PSF_SIGMA), truncate=3.0)
+    # Defocus widens the PSF (Gaussian blurs add in quadrature).
+    blur = math.hypot(_PSF_SIGMA, defocus_sigma) if defocus_sigma > 0 else _PSF_SIGMA
+    expected = ndi.gaussian_filter(signal, (0, blur, blur), truncate=3.0)
     expected *= gain * illumination
+    if (channel_gain != 1.0).any():
+        expected *= channel_gain.astype(np.float32)[:, None, None]
     counts = rng_optics.poisson(np.maximum(expected, 0.0)).astype(np.float32)
     counts += _CAMERA_OFFSET + _READ_NOISE * read_noise
     image = np.clip(np.rint(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16)
@@ -758,6 +1028,13 @@ def generate_field(
         "Metadata_group": image_id,
         "Metadata_field_gain": gain,
         "Metadata_field_index": index,
+        **{
+            f"Metadata_field_gain_{channel}": gain * float(channel_gain[c])
+            for c, channel in enumerate(CHANNELS)
+        },
+        "Metadata_field_background": background_level,
+        "Metadata_field_defocus": defocus_sigma,
+        "Metadata_field_out_of_focus": out_of_focus,
     }
     objects = _objects_frame(
         image_id,
@@ -780,8 +1057,9 @@ def generate_shard(seed: int, indices: Sequence[int], **field_kwargs) -> dict:
     indices : sequence of int
         Field indices, each >= 0 and unique. May be empty.
     **field_kwargs
-        ``size``, ``cells_per_field``, ``classes``, ``batch_sd`` as for
-        :func:`generate_field`.
+        ``size``, ``cells_per_field``, ``classes``, ``batch_sd``, ``difficulty``,
+        ``expression_sd``, ``dim_fraction``, ``channel_gain_sd``, ``background``,
+        ``defocus`` and ``out_of_focus_fraction`` as for :func:`generate_field`.
 
     Returns
     -------
@@ -809,7 +1087,15 @@ def generate_shard(seed: int, indices: Sequence[int], **field_kwargs) -> dict:
         rows.append(meta)
         objects.append(obj)
     fields = pd.DataFrame(rows, columns=list(FIELD_COLUMNS))
-    fields = fields.astype({"Metadata_field_gain": float, "Metadata_field_index": np.int64})
+    floats = [c for c in FIELD_COLUMNS if c.startswith("Metadata_field_gain")]
+    floats += ["Metadata_field_background", "Metadata_field_defocus"]
+    fields = fields.astype(
+        {
+            **dict.fromkeys(floats, float),
+            "Metadata_field_index": np.int64,
+            "Metadata_field_out_of_focus": bool,
+        }
+    )
     if objects:
         objects = pd.concat(objects, ignore_index=True)
     else:
