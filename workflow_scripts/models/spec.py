@@ -109,7 +109,7 @@ TRAINING_DEFAULTS: dict[str, dict] = {
     # NT-Xent contrasts each view with the rest of its batch: more negatives than 64. Per-cell
     # scaling and 20 epochs: measured on the hard synthetic default (field-held-out logistic
     # regression of embed, pairs within fields) 0.79 against 0.74 at 12 epochs; dataset
-    # z-scores gave 0.57 (BENCHMARKS.md, "Feature quality").
+    # z-scores gave 0.52 (BENCHMARKS.md, "Feature quality").
     "contrastive": {"batch_size": 128, "lr": 1e-3, "epochs": 20},
 }
 
