@@ -59,6 +59,11 @@ class Normalizer:
     invertible = True
 
     @classmethod
+    def identity(cls, channels: int) -> Normalizer:
+        """Raw intensities, unchanged."""
+        return cls([0.0] * channels, [1.0] * channels)
+
+    @classmethod
     def from_stats(cls, stats: dict, likelihood: str) -> Normalizer:
         if likelihood == "bernoulli":
             offset = np.asarray(stats["p01"], dtype=np.float64)
@@ -291,6 +296,4 @@ def raw_channel_stats(table, arrays: ShardedArrays) -> dict:
     ``table``, streamed shard batch by shard batch (``tiles.channel_stats``)."""
     from workflow_scripts.tiles import channel_stats
 
-    channels = arrays.item_shape[0]
-    identity = Normalizer([0.0] * channels, [1.0] * channels)
-    return channel_stats(source_for(table, arrays, identity).iter_raw())
+    return channel_stats(source_for(table, arrays, Normalizer.identity(arrays.item_shape[0])).iter_raw())

@@ -293,11 +293,17 @@ class ContrastiveNet(CellModel):
     def _view_generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(VIEW_SEED)
 
+    def _layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        maps = {}
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            maps[f"conv{i + 1}"] = x
+        maps["embed"] = self.embed(x.mean(dim=(2, 3)))
+        return maps
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The representation ``embed`` (N, embed_dim)."""
-        for block in self.blocks:
-            x = block(x)
-        return self.embed(x.mean(dim=(2, 3)))
+        return self._layers(x)["embed"]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Two views per cell (random in training, seeded in eval) -> their projections."""
@@ -333,9 +339,4 @@ class ContrastiveNet(CellModel):
     def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``conv<i>`` (N, C_i, H_i, W_i) for every stage and ``embed`` (N, embed_dim); no
         augmentation."""
-        maps = {}
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            maps[f"conv{i + 1}"] = x
-        maps["embed"] = self.embed(x.mean(dim=(2, 3)))
-        return maps
+        return self._layers(x)

@@ -24,10 +24,7 @@ def _crop_source(smk, cells, arrays):
     CNN z-scores each channel over all cells), ``cell`` or ``field`` = each crop scaled by its
     own or its field's robust range first (workflow_scripts.data)."""
     kind = smk.params.normalize
-    if kind == "dataset":
-        normalizer = Normalizer([0.0] * arrays.item_shape[0], [1.0] * arrays.item_shape[0])
-    else:
-        normalizer = make_normalizer(kind, cells, arrays)
+    normalizer = Normalizer.identity(arrays.item_shape[0]) if kind == "dataset" else make_normalizer(kind, cells, arrays)
     log.info("normalize: %s", kind)
     return source_for(cells, arrays, normalizer)
 

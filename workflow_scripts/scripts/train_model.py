@@ -40,22 +40,19 @@ def _sources(params, smk, seed):
         table, arrays = cells, open_shards(smk.input.arrays)
         stats = None
     train, val = _split(table, smk.params.split, seed)
-    kind, likelihood = params["normalize"], params.get("likelihood", "gaussian")
+    kind = params["normalize"]
+    if kind == "cell" and params["family"] == "paired_inpainting":
+        normalizer = PerCellMinMax()  # the reference's per-cell scaling
+    else:
+        normalizer = make_normalizer(kind, train, arrays, likelihood=params.get("likelihood", "gaussian"), stats=stats)
     if params.get("pair_within"):
         # Paired inpainting, contrastive views from two cells of a group: pairs within the
-        # training (validation) split only. Inpainting's ``normalize: cell`` is the
-        # reference's per-cell min-max scaling.
+        # training (validation) split only.
         column = params["pair_within"]
-        if kind == "cell" and params["family"] == "paired_inpainting":
-            normalizer, options = PerCellMinMax(), {"per_cell_scaling": True}
-        else:
-            normalizer = make_normalizer(kind, train, arrays, likelihood=likelihood, stats=stats)
-            options = {"per_cell_scaling": False, "normalizer": normalizer}
-        make = lambda t: PairedSource(arrays, t, column, seed=seed, **options)  # noqa: E731
+        make = lambda t: PairedSource(arrays, t, column, seed=seed, per_cell_scaling=False, normalizer=normalizer)  # noqa: E731
         train_source, val_source = make(train), make(val)
         log.info("pairs within %s: %d unpaired training cells left out", column, train_source.n_unpaired)
         return train_source, val_source, normalizer, arrays, train
-    normalizer = make_normalizer(kind, train, arrays, likelihood=likelihood, stats=stats)
     train_source, val_source = source_for(train, arrays, normalizer), source_for(val, arrays, normalizer)
     if params.get("guided"):
         train_source, val_source = _guided(params, smk, train, val, train_source, val_source)
