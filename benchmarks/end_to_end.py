@@ -59,7 +59,7 @@ STAGES = {
     "train": ["train_model", "stitch_reconstructions"],
     "features": ["extract_features", "pca_features", "baselines"],
     "metrics": ["pixel_space", "evaluate", "evaluate_layer", "summarize_metrics", "aggregate_profiles"],
-    "report": ["embed_best_layer", "explorer"],
+    "report": ["embed_best_layer", "embed_handcrafted", "explorer"],
 }
 STAGE_OF = {rule: stage for stage, rules in STAGES.items() for rule in rules}
 

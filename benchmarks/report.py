@@ -22,12 +22,17 @@ def train_throughput(data: dict) -> str:
         f"Machine: {m['cpu_cores']} CPU threads, {m['platform']}, Python {m['python']}, torch {m['torch']}, "
         f"GPU: {m['gpu'] or 'none'}.",
         "",
-        "| family | preset | device | bf16 | parameters | images/s (median) | data wait share |",
-        "|---|---|---|---|---|---|---|",
+        "| family | preset | device | bf16 | batch | data path | parameters | images/s (median) | data wait share |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["rows"]:
+        # Rows written before --data-path read and normalised each batch in the loop ("legacy").
+        path = r.get("data_path", "legacy")
+        if path == "resident":
+            path += f" ({r['resident_mb']:,.0f} MB)"
         lines.append(
             f"| {r['family']} | {r['preset']} | {r['device']} | {'yes' if r['amp_bf16'] else 'no'} | "
+            f"{r.get('batch_size', '-')} | {path} | "
             f"{r['n_parameters']:,} | {r['images_per_s']:.0f} | {100 * r['data_wait_fraction']:.1f}% |"
         )
     return "\n".join(lines)
@@ -484,6 +489,7 @@ SECTIONS = {
     "train_throughput": train_throughput,
     "train_throughput_full": train_throughput,
     "train_throughput_cuda": train_throughput,
+    "train_throughput_b256": train_throughput,
     "train_throughput_full_cuda": train_throughput,
     "metrics_scaling": metrics_scaling,
     "feature_quality": feature_quality,

@@ -523,20 +523,29 @@ def metric_files(wildcards):
     return files
 
 
-def embedding_outputs():
-    """Maps of the best learned layer and of the hand-crafted baseline (UMAP and t-SNE)."""
-    maps = ["best"] + (["handcrafted"] if config["baselines"]["handcrafted"] else [])
+def embedding_outputs(stem):
+    """UMAP and t-SNE maps of ``stem`` (``best``: the best learned layer, with its
+    coordinates; ``handcrafted``: the hand-crafted baseline)."""
     outputs = {
-        f"{stem}_{method}": report(
+        method: report(
             f"results/{{dataset}}/embeddings/{stem}_{method}.png",
             caption=f"../report/embedding_{stem}.rst",
             category="Embeddings",
         )
-        for stem in maps
         for method in ("umap", "tsne")
     }
-    outputs["coords"] = "results/{dataset}/embeddings/best_layer.parquet"
+    if stem == "best":
+        outputs["coords"] = "results/{dataset}/embeddings/best_layer.parquet"
     return outputs
+
+
+def explorer_coords(wildcards):
+    """The 2-D coordinates of every explorer page of a dataset (the best layer's map reuses
+    the UMAP of its page)."""
+    return [
+        page[: -len(".html")] + ".coords.parquet"
+        for page in explorer_pages(wildcards.dataset)
+    ]
 
 
 def guided_pairs():
@@ -583,6 +592,11 @@ def final_outputs():
             f"results/{dataset}/metrics/summary.csv",
             f"results/{dataset}/metrics/summary.png",
             f"results/{dataset}/embeddings/best_umap.png",
+            *(
+                [f"results/{dataset}/embeddings/handcrafted_umap.png"]
+                if config["baselines"]["handcrafted"]
+                else []
+            ),
             f"results/{dataset}/metrics/comparison.html",
             *profile_tables(dataset),
             *h5ad_tables(dataset),
@@ -652,6 +666,24 @@ def shard_runtime(base_minutes, seconds_per_megapixel):
         return attempt * (base_minutes + math.ceil(seconds_per_megapixel * mpx / 60))
 
     return runtime
+
+
+def threads_up_to(n):
+    """``threads:`` of a multi-threaded rule: ``n``, but 1 on a machine of fewer than 4 cores.
+    There jobs run side by side, one per core, and fill each other's gaps: a job on 2 threads
+    leaves a core idle in its single-threaded parts and blocks every 1-thread job until both
+    cores are free (measured on 2 cores, quick preset: a 2-thread training step takes
+    0.55-0.61x the time of a 1-thread one, so two 1-thread jobs do 10-20 % more). Without
+    --cores (a cluster run) ``n``."""
+
+    def threads(wildcards):
+        try:
+            cores = workflow.cores
+        except WorkflowError:
+            return n
+        return 1 if cores < 4 else n
+
+    return threads
 
 
 def retry_scaled(value):

@@ -4,19 +4,20 @@ rule explorer:
         cells="results/{dataset}/cells.parquet",
         arrays=cell_shard_arrays,
     output:
-        report(
+        page=report(
             "results/{dataset}/explorer/{model}/{layer}.html",
             caption="../report/explorer.rst",
             category="Explorer",
             labels={"model": "{model}", "layer": "{layer}"},
         ),
+        coords="results/{dataset}/explorer/{model}/{layer}.coords.parquet",
     log:
         "logs/{dataset}/explorer/{model}/{layer}.log",
     benchmark:
         "logs/{dataset}/explorer/{model}/{layer}.bench.tsv"
     conda:
         "../envs/core.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=retry_scaled(4000),
         runtime=retry_scaled(30),

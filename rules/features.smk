@@ -19,9 +19,11 @@ for _model in MODELS:
             f"logs/{{dataset}}/extract_features/{_model}.log",
         benchmark:
             f"logs/{{dataset}}/extract_features/{_model}.bench.tsv"
+        # A trained model's features and metrics are the DAG's longest chain after training.
+        priority: 9
         conda:
             "../envs/torch.yaml"
-        threads: 4
+        threads: threads_up_to(4)
         resources:
             mem_mb=retry_scaled(8000),
             runtime=retry_scaled(60),
@@ -46,7 +48,7 @@ rule pca_features:
         "logs/{dataset}/pca_features.bench.tsv"
     conda:
         "../envs/core.yaml"
-    threads: 2
+    threads: threads_up_to(2)
     resources:
         mem_mb=retry_scaled(8000),
         runtime=retry_scaled(30),
@@ -71,7 +73,7 @@ rule handcrafted_features:
         "logs/{dataset}/baselines/handcrafted.bench.tsv"
     conda:
         "../envs/core.yaml"
-    threads: 2
+    threads: threads_up_to(2)
     resources:
         mem_mb=retry_scaled(4000),
         runtime=retry_scaled(60),
@@ -98,7 +100,7 @@ rule random_cnn_features:
         "logs/{dataset}/baselines/random_cnn.bench.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: threads_up_to(2)
     resources:
         mem_mb=retry_scaled(8000),
         runtime=retry_scaled(60),

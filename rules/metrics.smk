@@ -8,6 +8,8 @@ rule pixel_space:
         "logs/{dataset}/pixel_space.log",
     benchmark:
         "logs/{dataset}/pixel_space.bench.tsv"
+    # Every evaluation reads it: ready before the first trained model's features are.
+    priority: 9
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -46,9 +48,10 @@ for _name, _layers in evaluated_layers().items():
             f"logs/{{dataset}}/evaluate/{_name}.log",
         benchmark:
             f"logs/{{dataset}}/evaluate/{_name}.bench.tsv"
+        priority: 9 if _name in MODELS else 0
         conda:
             "../envs/torch.yaml"
-        threads: 2
+        threads: 1
         resources:
             mem_mb=retry_scaled(8000),
             runtime=retry_scaled(120),

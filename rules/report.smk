@@ -10,18 +10,45 @@ localrules:
 
 rule embed_best_layer:
     input:
-        summary="results/{dataset}/metrics/summary.csv",
+        metrics=metric_files,
         pixels="results/{dataset}/metrics/pixel_space.npz",
         features=all_feature_tables,
+        explorer=explorer_coords,
     output:
-        **embedding_outputs(),
+        **embedding_outputs("best"),
     log:
         "logs/{dataset}/embed_best_layer.log",
     benchmark:
         "logs/{dataset}/embed_best_layer.bench.tsv"
     conda:
         "../envs/core.yaml"
-    threads: 2
+    threads: 1
+    resources:
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(20),
+    params:
+        label=config["metrics"]["label"],
+        group_by=config["metrics"]["group_by"],
+        seed=config["seed"],
+        families={name: m["family"] for name, m in MODELS.items()},
+    script:
+        "../workflow_scripts/scripts/embed_best_layer.py"
+
+
+rule embed_handcrafted:
+    input:
+        features="results/{dataset}/features/handcrafted/all.parquet",
+        metrics="results/{dataset}/metrics/handcrafted/all.json",
+        pixels="results/{dataset}/metrics/pixel_space.npz",
+    output:
+        **embedding_outputs("handcrafted"),
+    log:
+        "logs/{dataset}/embed_handcrafted.log",
+    benchmark:
+        "logs/{dataset}/embed_handcrafted.bench.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
     resources:
         mem_mb=retry_scaled(4000),
         runtime=retry_scaled(20),
@@ -30,4 +57,4 @@ rule embed_best_layer:
         group_by=config["metrics"]["group_by"],
         seed=config["seed"],
     script:
-        "../workflow_scripts/scripts/embed_best_layer.py"
+        "../workflow_scripts/scripts/embed_handcrafted.py"

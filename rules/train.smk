@@ -26,9 +26,11 @@ rule train_model:
         "logs/{dataset}/train_model/{model}.log",
     benchmark:
         "logs/{dataset}/train_model/{model}.bench.tsv"
+    # Training is the longest chain of the DAG: start it before the baselines and metrics.
+    priority: 10
     conda:
         "../envs/torch.yaml"
-    threads: 4
+    threads: threads_up_to(4)
     resources:
         mem_mb=retry_scaled(8000),
         runtime=retry_scaled(240),
@@ -63,7 +65,7 @@ rule stitch_reconstructions:
         "logs/{dataset}/stitch_reconstructions/{model}.bench.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: threads_up_to(2)
     resources:
         mem_mb=retry_scaled(4000),
         runtime=retry_scaled(20),

@@ -263,7 +263,7 @@ def test_logreg_matches_a_manual_loop_over_the_same_splits():
     result = logreg_accuracy(features, labels, seed=4)
     accuracies, f1s, confusion = [], [], np.zeros((3, 3), int)
     for train, test in cv_splits(labels, seed=4):
-        model = make_pipeline(StandardScaler(), LogisticRegression(solver="newton-cholesky", max_iter=1000))
+        model = make_pipeline(StandardScaler(), LogisticRegression(solver="newton-cg", max_iter=1000))
         predicted = model.fit(features[train], labels[train]).predict(features[test])
         accuracies.append(np.mean(predicted == labels[test]))
         f1s.append(f1_score(labels[test], predicted, average="macro"))
@@ -430,3 +430,18 @@ def test_new_probes_invalid_arguments(probe, kwargs, name):
     args = {"features": features, "labels": labels} | kwargs
     with pytest.raises(ValueError, match=name):
         (mlp_accuracy if probe == "mlp" else knn_accuracy)(**args)
+
+
+@pytest.mark.usefixtures("torch_one_thread")
+def test_mlp_folds_trained_together_each_train_as_alone():
+    """The stacked per-fold MLPs: a fold's predictions do not depend on the other folds."""
+    from workflow_scripts.metrics.classification import _train_fold_mlps
+
+    features, labels = _blobs(n_per_class=40, sep=1.5, seed=5)
+    splits = list(cv_splits(labels, seed=1, n_splits=4))
+    kw = dict(seed=3, hidden=16, epochs=5, batch_size=32, lr=3e-3, weight_decay=1e-4, balanced=True)
+    together = _train_fold_mlps(features, labels, 3, splits, **kw)
+    for fold in range(len(splits)):
+        # Alone, with the fold's own seed offset: the same split at position 0 of a 1-fold run.
+        alone = _train_fold_mlps(features, labels, 3, [splits[fold]], **{**kw, "seed": kw["seed"] + fold})
+        np.testing.assert_array_equal(together[fold], alone[0])

@@ -187,3 +187,21 @@ def test_histogram_discretize_invalid():
         histogram_discretize(np.zeros((5, 2)), 0)
     with pytest.raises(ValueError, match="finite"):
         histogram_discretize(np.array([1.0, np.inf]), 5)
+
+
+def test_columnwise_mutual_information_equals_sklearn_per_column():
+    from sklearn.metrics import mutual_info_score
+
+    from workflow_scripts.metrics.disentanglement import _columns_mutual_information, histogram_discretize
+
+    rng = np.random.default_rng(3)
+    v = rng.integers(0, 4, 500)
+    z = rng.normal(size=(500, 12))
+    z[:, 0] += 2 * v  # informative
+    codes = histogram_discretize(z, 20)
+    codes[:, 5] = 7  # constant column: zero MI exactly
+    expected = [mutual_info_score(v, codes[:, j]) for j in range(codes.shape[1])]
+    got = _columns_mutual_information(codes, v)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+    assert got[5] == 0.0 and got[0] > 0.5
+    assert (_columns_mutual_information(codes, np.zeros(500)) == 0).all()

@@ -128,3 +128,21 @@ def test_validation_names_the_argument(kwargs, match):
     features = args.pop("features")
     with pytest.raises(ValueError, match=match):
         embed_2d(features, **args)
+
+
+def test_best_layer_map_reuses_the_explorer_pages_umap(tmp_path):
+    import pandas as pd
+
+    from workflow_scripts.maps import reusable_umap
+
+    page = tmp_path / "explorer" / "vae" / "mu.coords.parquet"
+    page.parent.mkdir(parents=True)
+    cells = np.array([f"c{i}" for i in range(6)])
+    pd.DataFrame({"Metadata_cell": cells, "UMAP_1": np.arange(6.0), "UMAP_2": -np.arange(6.0)}).to_parquet(page)
+    order = cells[[3, 0, 5, 1, 4, 2]]
+    got = reusable_umap([str(page)], "vae", "mu", order)
+    np.testing.assert_array_equal(got[:, 0], [3, 0, 5, 1, 4, 2])  # in the order asked for
+    np.testing.assert_array_equal(got[:, 1], [-3, 0, -5, -1, -4, -2])
+    assert reusable_umap([str(page)], "vae", "conv2", order) is None  # no page for that layer
+    assert reusable_umap([str(page)], "vae", "mu", cells[:4]) is None  # the page shows other cells
+    assert reusable_umap([str(page)], "vae", "mu", np.array(["x", *cells[1:]])) is None

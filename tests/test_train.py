@@ -139,3 +139,49 @@ def test_same_config_same_weights_in_separate_processes():
         for n in ("1", "5")
     }
     assert len(hashes) == 1, hashes
+
+
+# --- precision and schedule ------------------------------------------------------------------
+
+
+def test_precision_resolution_and_bad_value():
+    from workflow_scripts.train import cpu_has_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of .*'fp16'"):
+        resolve_precision("fp16", cpu)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_in_each_precision_learns_and_is_deterministic(precision):
+    settings = TrainSettings(epochs=3, batch_size=16, lr=3e-3, seed=3, precision=precision)
+    runs = [
+        fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), settings, device=torch.device("cpu"))
+        for _ in range(2)
+    ]
+    h = runs[0].history
+    assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
+    for key, value in runs[0].best_state.items():
+        assert value.dtype in (torch.float32, torch.int64), key  # autocast leaves the weights in fp32
+        assert torch.equal(value, runs[1].best_state[key]), key
+
+
+def test_onecycle_schedule_warms_up_then_anneals():
+    settings = TrainSettings(epochs=10, batch_size=16, lr=1e-2, seed=3, schedule="onecycle")
+    lr = fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), settings, device=torch.device("cpu")).history[
+        "lr"
+    ]
+    peak = int(lr.to_numpy().argmax())
+    assert lr.iloc[0] == pytest.approx(1e-2 / 25)
+    assert 1 <= peak <= 4 and lr.max() == pytest.approx(1e-2, rel=0.05)
+    assert (np.diff(lr.to_numpy()[peak:]) < 0).all() and lr.iloc[-1] < 1e-3
+
+
+def test_unknown_schedule_is_refused():
+    settings = TrainSettings(epochs=2, batch_size=16, schedule="linear")
+    with pytest.raises(ValueError, match="schedule must be one of .*'linear'"):
+        fit(make_model(), ArraySource(data()), ArraySource(data(16, 1)), settings, device=torch.device("cpu"))

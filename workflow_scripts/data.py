@@ -250,6 +250,18 @@ class BatchSource:
         index = np.asarray(index)
         return self.arrays.gather(self.shards[index], self.rows[index])
 
+    def resident_nbytes(self) -> int:
+        """Bytes of all normalised items (float32), as :meth:`resident` holds them."""
+        return len(self) * int(np.prod(self.arrays.item_shape or (0,))) * 4
+
+    def resident(self, device):
+        """All normalised items as one tensor on ``device`` (``torch.device``), computed once in
+        chunks: a ``device_data.ResidentSource`` whose batches equal :meth:`batch`'s, bit for bit.
+        """
+        from workflow_scripts.device_data import ResidentSource
+
+        return ResidentSource.of(self, device)
+
     def iter_raw(self, batch_size: int = 512):
         for start in range(0, len(self), batch_size):
             yield self.raw(np.arange(start, min(start + batch_size, len(self))))

@@ -133,6 +133,23 @@ class GuidedSource:
     def raw(self, index):
         return self.source.raw(index)
 
+    def resident_nbytes(self) -> int | None:
+        """Bytes the wrapped source's items and the feedback take resident (None: the wrapped
+        source cannot be held on a device)."""
+        inner = getattr(self.source, "resident_nbytes", None)
+        if inner is None or not hasattr(self.source, "resident") or (nbytes := inner()) is None:
+            return None
+        return nbytes + self.feedback.labels.nbytes + self.feedback.anchors.nbytes + self.feedback.weights.nbytes
+
+    def resident(self, device):
+        """The wrapped source resident on ``device`` (``torch.device``) and the feedback as
+        tensors there: a ``device_data.ResidentGuidedSource`` whose batches equal :meth:`batch`'s."""
+        from workflow_scripts.device_data import ResidentGuidedSource
+
+        if not hasattr(self.source, "resident"):
+            raise TypeError(f"a {type(self.source).__name__} cannot be held on a device")
+        return ResidentGuidedSource(self.source.resident(device), self.feedback)
+
 
 def guidance_terms(
     mu: torch.Tensor, batch: dict, label_head: torch.nn.Module | None, anchor_head: torch.nn.Module | None

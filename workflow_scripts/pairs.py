@@ -157,3 +157,15 @@ class PairedSource:
         """Raw cell A (n, C, H, W) float32."""
         index = np.asarray(index, dtype=np.int64)
         return self.arrays.gather(self.shards[index], self.rows[index])
+
+    def resident_nbytes(self) -> int:
+        """Bytes of all scaled items (float32), as :meth:`resident` holds them."""
+        return len(self) * int(np.prod(self.arrays.item_shape or (0,))) * 4
+
+    def resident(self, device):
+        """The items scaled as configured, once, as one tensor on ``device`` (``torch.device``):
+        a ``device_data.ResidentPairedSource`` that still draws the partners per epoch here and
+        whose batches equal :meth:`batch`'s, bit for bit."""
+        from workflow_scripts.device_data import ResidentPairedSource, resident_items
+
+        return ResidentPairedSource(self, resident_items(self._read, len(self), device))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 
@@ -13,11 +14,26 @@ USER_ERRORS = (ValueError, OSError)
 
 
 def _limit_threads(threads) -> None:
-    """Keep OpenCV (segmentation) to the job's ``threads``: by default it starts one thread per
-    core in every job, and Snakemake runs several jobs side by side."""
+    """Keep the job to its ``threads``: OpenCV, the BLAS and OpenMP pools (numpy, scipy,
+    scikit-learn), numba (UMAP) and torch each start one thread per core by default, and Snakemake runs
+    several jobs side by side on the cores it was given (``snakemake`` sets these for
+    ``shell:`` rules only, not for ``script:`` rules). Scripts that want other torch threads
+    set them after this."""
+    threads = max(1, int(threads or 1))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[name] = str(threads)  # pools created from now on
+    try:  # scikit-learn's dependency, in every environment that has scikit-learn
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pass
+    else:
+        threadpool_limits(limits=threads)  # pools already loaded (numpy's BLAS at import)
     cv2 = sys.modules.get("cv2")
     if cv2 is not None:
-        cv2.setNumThreads(max(1, int(threads or 1)))
+        cv2.setNumThreads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def run(snakemake, main) -> None:

@@ -3,15 +3,17 @@
 Every family implements :class:`workflow_scripts.models.base.CellModel`: its optimizers and its
 training step (one optimizer and one loss for most; a critic or a discriminator for others),
 and ``loss_terms`` with a ``loss`` entry for validation. The loop adds: seeded shuffling, flips
-and 90-degree rotations (each tensor of a dict batch independently), a cosine learning-rate
-schedule per optimizer, validation every epoch, early stopping, the best weights by validation
-loss, bf16 autocast and channels-last on CUDA, optional ``torch.compile``, optional TensorBoard
+and 90-degree rotations (each tensor of a dict batch independently), a cosine or one-cycle
+learning-rate schedule per optimizer, validation every epoch, early stopping, the best weights
+by validation loss, channels-last everywhere and bf16 autocast on CUDA and on CPUs with native
+bf16 (:func:`resolve_precision`), optional ``torch.compile``, optional TensorBoard
 scalars, and a checkpoint written atomically after every epoch from which a killed job resumes.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import time
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workflow_scripts.device_data import prepare_sources, stream_batches
 from workflow_scripts.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,12 @@ class TrainSettings:
     seed: int = 0
     compile: bool = False
     tensorboard_dir: str | None = None
+    precision: str = "auto"  # auto | bf16 | fp32 (resolve_precision)
+    schedule: str = "cosine"  # cosine | onecycle (make_scheduler)
+    #: How batches reach the device (``device_data.DATA_PATHS``): ``auto`` holds the normalised
+    #: items on it when they fit the memory budget, else prefetches; ``resident`` or
+    #: ``prefetch`` force one.
+    data_path: str = "auto"
 
 
 @dataclass
@@ -55,6 +64,55 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("cosine", "onecycle")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"bf16"`` or ``"fp32"``: the autocast precision of training on ``device``.
+
+    ``auto`` is bf16 on CUDA and on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX),
+    where it halves a step's time (measured on the quick preset, one AMD EPYC core: vae 282 to
+    159 ms, paired inpainting 361 to 159 ms, contrastive 775 to 389 ms per batch, with
+    channels-last), and fp32 on other CPUs, where bf16 is emulated and slower.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    if device.type == "cpu" and cpu_has_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int, lr: float):
+    """The learning-rate schedule, stepped once per epoch.
+
+    ``cosine``: from ``lr`` down a cosine over the epochs. ``onecycle``: up from ``lr / 25``
+    to ``lr`` over the first 30 % of the epochs, then down a cosine to ``lr / 1e4`` (Smith &
+    Topin's one-cycle policy, torch's ``OneCycleLR``): a short run reaches the accuracy of a
+    longer cosine run.
+    """
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if schedule == "onecycle":
+        # OneCycleLR counts steps; stepped per epoch, its cycle spans the epochs. The +1 lets
+        # the final step() after the last epoch stay within the schedule.
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=epochs + 1, pct_start=0.3, cycle_momentum=False
+        )
+    raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -63,19 +121,44 @@ def seed_everything(seed: int) -> None:
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flip + 90-degree rotation per item (the 8 symmetries of the square)."""
+    """Random flip + 90-degree rotation per item (the 8 symmetries of the square), on x's device.
+
+    The symmetries are drawn with ``generator`` on the CPU (the same draws for the same seed on
+    every device) and the item positions of each are copied to x's device once; flips and
+    rotations move values without arithmetic, so the result is the same on every device.
+
+    Parameters
+    ----------
+    x : Tensor
+        (n, C, H, W) images (H == W) on any device.
+    generator : torch.Generator
+        A CPU generator; one draw of n integers per call.
+
+    Returns
+    -------
+    Tensor
+        Each item under its symmetry: op 0 identity, 1..3 rotations by 90, 180, 270 degrees, 4..7
+        the horizontal flip and then those rotations.
+    """
     n = x.shape[0]
     ops = torch.randint(0, 8, (n,), generator=generator)
-    out = x.clone()
-    for op in range(1, 8):
-        idx = torch.nonzero(ops == op).flatten()
-        if len(idx) == 0:
+    if n == 0:
+        return x.clone()
+    order = torch.argsort(ops, stable=True)  # items grouped by op, each group in item order
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(n)
+    positions = torch.cat([order, inverse]).to(x.device, non_blocking=True)
+    order, inverse = positions[:n], positions[n:]
+    parts, start = [], 0
+    for op, count in enumerate(torch.bincount(ops, minlength=8).tolist()):
+        if count == 0:
             continue
-        part = x[idx]
+        part = x.index_select(0, order[start : start + count])
         if op >= 4:
             part = part.flip(-1)
-        out[idx] = torch.rot90(part, op % 4, dims=(-2, -1))
-    return out
+        parts.append(torch.rot90(part, op % 4, dims=(-2, -1)))
+        start += count
+    return torch.cat(parts).index_select(0, inverse)
 
 
 def _to_device(batch, device: torch.device):
@@ -84,7 +167,7 @@ def _to_device(batch, device: torch.device):
         return {k: _to_device(v, device) for k, v in batch.items()}
     x = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
     x = x.to(device, non_blocking=True)
-    if device.type == "cuda" and x.ndim == 4:
+    if x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -113,25 +196,31 @@ def _run_epoch(model, source, *, settings, device, optimizers=None, generator=No
     totals: dict[str, float] = {}
     count = 0
     wait = 0.0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for index in _batches(n, settings.batch_size, perm):
-        if training and len(index) < 2:
-            continue  # batch norm needs at least two items
-        t0 = time.perf_counter()
-        batch = source.batch(index)
-        wait += time.perf_counter() - t0
-        if training and settings.augment:
-            # Augment on the CPU with the seeded generator: the same draws on every device.
-            batch = _augment(_to_device(batch, torch.device("cpu")), generator)
-        batch = _to_device(batch, device)
-        if training:
-            terms = model.training_step(batch, optimizers, autocast)
-        else:
-            with autocast:
-                terms = model.loss_terms(batch, model(batch))
-        for key, value in terms.items():
-            totals[key] = totals.get(key, 0.0) + float(value.detach()) * len(index)
-        count += len(index)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+    # Training skips a last batch of one item: batch norm needs at least two.
+    indices = [index for index in _batches(n, settings.batch_size, perm) if not (training and len(index) < 2)]
+    batches = stream_batches(source, indices, device)
+    try:
+        for index in indices:
+            # The data wait: host time from asking for the batch until it is augmented on the
+            # device (a resident gather or a prefetched copy is queued on the stream, not awaited).
+            t0 = time.perf_counter()
+            batch = next(batches)
+            if training and settings.augment:
+                # Drawn with the seeded CPU generator, applied on the device: the same on every device.
+                batch = _augment(batch, generator)
+            batch = _to_device(batch, device)
+            wait += time.perf_counter() - t0
+            if training:
+                terms = model.training_step(batch, optimizers, autocast)
+            else:
+                with autocast:
+                    terms = model.loss_terms(batch, model(batch))
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + float(value.detach()) * len(index)
+            count += len(index)
+    finally:
+        batches.close()  # stops a prefetching thread when the loop ends early
     if count == 0:
         raise ValueError("no batch of at least two items: too few cells to train on")
     means = {k: v / count for k, v in totals.items()}
@@ -176,16 +265,25 @@ def fit(
     ``fingerprint`` exists, training resumes after its last epoch (the result equals that of an
     uninterrupted run on the CPU). A checkpoint with another fingerprint (changed config or
     data) is ignored.
+
+    Batches reach ``device`` as ``settings.data_path`` says (:func:`device_data.prepare_sources`):
+    the normalised items held there when they fit (a gather per batch), else prepared by a
+    prefetching thread; either way augmented there. ``result.extra`` records the path taken
+    (``data_path``, ``val_data_path``) and ``resident_mb``.
     """
     device = device or pick_device()
+    settings = dataclasses.replace(settings, precision=resolve_precision(settings.precision, device))
+    log.info("training on %s, precision %s, %s schedule", device, settings.precision, settings.schedule)
     seed_everything(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
+    # Channels-last on every device: oneDNN's and cuDNN's fast convolution layout (on one CPU
+    # core 10-40 % faster per step than the default layout, measured on the quick preset).
     model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
     optimizers = model.configure_optimizers(settings.lr, settings.weight_decay)
     schedulers = {
-        name: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs) for name, opt in optimizers.items()
+        name: make_scheduler(opt, settings.schedule, settings.epochs, opt.param_groups[0]["lr"])
+        for name, opt in optimizers.items()
     }
     if settings.compile:
         model.compile()
@@ -213,6 +311,14 @@ def fit(
         else:
             log.info("ignoring checkpoint %s: it was made with another config or data", checkpoint)
 
+    (train_source, val_source), plans = prepare_sources([train_source, val_source], device, settings.data_path)
+    for name, plan in zip(("training", "validation"), plans):
+        log.info("%s batches: %s on %s, %.1f MB resident (%s)", name, plan.path, device, plan.megabytes, plan.reason)
+    data = {
+        "data_path": plans[0].path,
+        "val_data_path": plans[1].path,
+        "resident_mb": sum(plan.megabytes for plan in plans),
+    }
     writer = _tensorboard(settings.tensorboard_dir)
     stopped = resumed_from is not None and bad_epochs >= settings.patience > 0
     for epoch in range(start_epoch, settings.epochs + 1):
@@ -272,4 +378,4 @@ def fit(
     if writer is not None:
         writer.close()
     best_state = {k: v.detach().cpu() for k, v in best_state.items()}
-    return TrainResult(pd.DataFrame(history), best_state, best_epoch, best_val, resumed_from)
+    return TrainResult(pd.DataFrame(history), best_state, best_epoch, best_val, resumed_from, extra=data)

@@ -30,8 +30,13 @@ from sklearn.preprocessing import StandardScaler
 __all__ = ["CV_PROTOCOLS", "cv_splits", "knn_accuracy", "logreg_accuracy", "mlp_accuracy"]
 
 
-#: Largest features x classes for the Newton-Cholesky solver (its Hessian is that squared).
-NEWTON_MAX_PARAMS = 4096
+#: The solver of every logistic-regression probe. Newton-CG (Hessian-vector products, never
+#: the Hessian itself) reaches the optimum of Newton-Cholesky and L-BFGS, to the solver
+#: tolerance, in ~12 steps; measured on 2,158 cells x 8 classes, 5 folds, one core:
+#: 256 learned features 1.2 s (Newton-Cholesky 16.5 s, L-BFGS 27 s), 324 hand-crafted
+#: 0.7 s (27.9 s, 6.9 s), 50 PCA 0.13 s (2.2 s, 0.15 s); fold accuracies differ by at most
+#: one test cell in a fold.
+SOLVER = "newton-cg"
 
 
 def logreg_accuracy(
@@ -63,7 +68,7 @@ def logreg_accuracy(
     seed : int, default=0
         Seed of the fold shuffling; the result is deterministic for a fixed seed.
     max_iter : int, default=1000
-        Iteration limit of the lbfgs solver.
+        Iteration limit of the solver.
     cv : {"auto", "stratified_group", "leave_one_group_out"}, default="auto"
         With groups: ``stratified_group`` (and ``auto``) makes ``min(n_splits, fewest groups
         of a class)`` folds of whole groups with every class in every fold (each class's
@@ -86,10 +91,8 @@ def logreg_accuracy(
     Notes
     -----
     The model is ``StandardScaler`` + ``LogisticRegression(C=1.0)``, fitted on the training
-    folds only. The solver is Newton-Cholesky while features x classes is at most 4096 and at
-    most the training cells of the smallest fold (a few exact Newton steps; on 256 learned
-    features x 6 classes 2.5x faster than L-BFGS, which needed 445 iterations, for the same
-    optimum) and L-BFGS above (the Hessian grows as (features x classes)^2). With grouped CV
+    folds only, with the Newton-CG solver (:data:`SOLVER`: the optimum of the other solvers in
+    a tenth of their time, as it never forms the (features x classes)^2 Hessian). With grouped CV
     every training fold holds every class it is tested on (see ``cv``). If a training
     fold holds a single class, the fold predicts that class for every test cell (what any
     classifier trained on it would do) instead of failing. A fold's macro-F1 averages over the
@@ -110,15 +113,7 @@ def logreg_accuracy(
     keep, splits, info = _plan_cv(labels, groups, n_splits, seed, cv)
     if keep is not None:
         features, labels = features[keep], labels[keep]
-    n_params = features.shape[1] * max(len(np.unique(labels)), 2)
-    # With more parameters than training cells the Hessian is near-singular and sklearn falls
-    # back to a slow least-squares solve (measured: 2.5 s per Newton step at 59 cells x 324
-    # features); L-BFGS is the right tool there. Below that, Newton-Cholesky reaches the same
-    # optimum in ~9 steps (measured on 1,750 cells x 256 features x 6 classes: 2.7 s against
-    # L-BFGS's 439 iterations in 4.7 s).
-    n_train = min(len(train) for train, _ in splits)
-    solver = "newton-cholesky" if n_params <= min(NEWTON_MAX_PARAMS, n_train) else "lbfgs"
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, solver=solver, max_iter=max_iter))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, solver=SOLVER, max_iter=max_iter))
     n_unconverged = 0
 
     def fit_predict(fold, train, test):
@@ -146,7 +141,7 @@ def mlp_accuracy(
     hidden: int = 128,
     epochs: int = 100,
     batch_size: int = 256,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
     weight_decay: float = 1e-4,
     class_weight: str | None = "balanced",
     cv: str = "auto",
@@ -161,9 +156,11 @@ def mlp_accuracy(
     hidden : int, default=128
         Width of the single hidden layer: standardised features -> Linear -> ReLU -> Linear.
     epochs : int, default=100
-        Passes over the training fold, in shuffled mini-batches of ``batch_size``.
+        Passes over the training fold, in shuffled mini-batches of about ``batch_size``.
     lr, weight_decay : float
-        Learning rate and decoupled weight decay of ``torch.optim.AdamW``.
+        Learning rate and decoupled weight decay of ``torch.optim.AdamW``. At 3e-3 (the
+        default) 30 epochs score as well as or better than 50 at 1e-3 on the synthetic default's
+        feature tables (measured: within -0.3 to +3.5 points), in 40 % of the steps.
     class_weight : {"balanced", None}, default="balanced"
         ``"balanced"`` weights each class's loss by n_train / (n_classes_train x n_class) on
         the training fold (sklearn's definition), so rare classes count as much as common ones;
@@ -182,11 +179,10 @@ def mlp_accuracy(
     repeat rare cells (overfitting them) or drop common ones. VAEM used stratified shuffle
     splits (test 20%); here the folds are those of the other probes, so their scores compare
     cell for cell. Deterministic for a seed on a given machine and thread count; the global
-    torch RNG is left untouched. The network is tiny: under ``torch.set_num_threads(1)`` it
-    trains several times faster on a busy machine than with more threads.
+    torch RNG is left untouched. The folds' networks train together (:func:`_train_fold_mlps`).
+    The network is tiny: under ``torch.set_num_threads(1)`` it trains several times faster on
+    a busy machine than with more threads.
     """
-    import torch
-    from torch import nn
 
     features = _as_features(features)
     labels = _as_vector(labels, "labels", features.shape[0])
@@ -203,32 +199,97 @@ def mlp_accuracy(
     if keep is not None:
         features, labels = features[keep], labels[keep]
     classes, y = np.unique(labels, return_inverse=True)
+    predicted = _train_fold_mlps(
+        features,
+        y,
+        len(classes),
+        splits,
+        seed=int(seed),
+        hidden=int(hidden),
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        weight_decay=float(weight_decay),
+        balanced=class_weight == "balanced",
+    )
+    return _score_folds(labels, splits, lambda fold, train, test: classes[predicted[fold]]) | info
 
-    def fit_predict(fold, train, test):
+
+def _train_fold_mlps(features, y, n_classes, splits, *, seed, hidden, epochs, batch_size, lr, weight_decay, balanced):
+    """Train one MLP per fold, all folds at once; return each fold's predicted class indices.
+
+    The K folds' networks are stacked along a leading axis and trained by batched matrix
+    products (``torch.baddbmm``): one optimiser step moves all K, so a 5-fold probe costs one
+    Python loop instead of five (4-5x faster on the small feature tables, where the per-step
+    overhead dominates). Each fold still has its own scaler, initial weights (``nn.Linear``'s
+    initialisation seeded ``seed + fold``), batch order and class weights, and as Adam(W) is
+    elementwise and each fold's loss touches only its own weights, every fold trains exactly
+    as it would alone. An epoch deals each fold's shuffled training cells into the same number
+    of batches (``ceil(largest fold / batch_size)``, sizes within one of each other); batches
+    shorter than the longest of their step are padded with masked rows.
+    """
+    import torch
+    from torch import nn
+
+    n_folds = len(splits)
+    sizes = [len(train) for train, _ in splits]
+    steps = max(1, -(-max(sizes) // batch_size))
+    xs, w1, b1, w2, b2, class_w = [], [], [], [], [], []
+    for fold, (train, _) in enumerate(splits):
         scaler = StandardScaler().fit(features[train])
-        x_train = torch.from_numpy(scaler.transform(features[train]).astype(np.float32))
-        x_test = torch.from_numpy(scaler.transform(features[test]).astype(np.float32))
-        y_train = torch.from_numpy(y[train].astype(np.int64))
-        counts = np.bincount(y[train], minlength=len(classes)).astype(np.float64)
-        if class_weight == "balanced":
+        xs.append(torch.from_numpy(scaler.transform(features).astype(np.float32)))
+        with torch.random.fork_rng(devices=[]):  # the global torch RNG is left untouched
+            torch.manual_seed(seed + fold)
+            first, second = nn.Linear(features.shape[1], hidden), nn.Linear(hidden, n_classes)
+        w1.append(first.weight.detach().T)
+        b1.append(first.bias.detach()[None])
+        w2.append(second.weight.detach().T)
+        b2.append(second.bias.detach()[None])
+        counts = np.bincount(y[train], minlength=n_classes).astype(np.float64)
+        if balanced:
             present = counts > 0
             weights = np.where(present, len(train) / (present.sum() * np.maximum(counts, 1)), 0.0)
         else:
-            weights = np.ones(len(classes))
-        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed) + fold)
-            model = nn.Sequential(nn.Linear(features.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, len(classes)))
-            optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-            for _ in range(int(epochs)):
-                for batch in torch.randperm(len(train)).split(int(batch_size)):
-                    optimiser.zero_grad(set_to_none=True)
-                    loss_fn(model(x_train[batch]), y_train[batch]).backward()
-                    optimiser.step()
-        with torch.no_grad():
-            return classes[model(x_test).argmax(dim=1).numpy()]
+            weights = np.ones(n_classes)
+        class_w.append(torch.tensor(weights, dtype=torch.float32))
+    x = torch.stack(xs)  # (K, N, F): every cell scaled by each fold's training statistics
+    params = [nn.Parameter(torch.stack(t).contiguous()) for t in (w1, b1, w2, b2)]
+    class_w = torch.stack(class_w)  # (K, C)
+    targets = torch.from_numpy(y.astype(np.int64))
+    folds = torch.arange(n_folds)[:, None]
+    generators = [np.random.default_rng(seed + fold) for fold in range(n_folds)]
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
-    return _score_folds(labels, splits, fit_predict) | info
+    def forward(rows):  # rows (K, B) -> logits (K, B, C)
+        hidden_out = torch.relu(torch.baddbmm(params[1], x[folds, rows], params[0]))
+        return torch.baddbmm(params[3], hidden_out, params[2])
+
+    for _ in range(epochs):
+        dealt = [
+            np.array_split(train[rng.permutation(len(train))], steps) for (train, _), rng in zip(splits, generators)
+        ]
+        for step in range(steps):
+            parts = [d[step] for d in dealt]
+            width = max(len(part) for part in parts)
+            rows = np.zeros((n_folds, width), dtype=np.int64)
+            mask = np.zeros((n_folds, width), dtype=np.float32)
+            for fold, part in enumerate(parts):
+                rows[fold, : len(part)], mask[fold, : len(part)] = part, 1.0
+            rows_t = torch.from_numpy(rows)
+            y_batch = targets[rows_t]
+            losses = nn.functional.cross_entropy(forward(rows_t).transpose(1, 2), y_batch, reduction="none")
+            weight = class_w.gather(1, y_batch) * torch.from_numpy(mask)
+            # Each fold's class-weighted mean, as nn.CrossEntropyLoss(weight=...) computes it.
+            loss = ((losses * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1e-12)).sum()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    predicted = []
+    with torch.no_grad():
+        for fold, (_, test) in enumerate(splits):
+            hidden_out = torch.relu(x[fold, torch.from_numpy(test)] @ params[0][fold] + params[1][fold])
+            predicted.append((hidden_out @ params[2][fold] + params[3][fold]).argmax(dim=1).numpy())
+    return predicted
 
 
 def knn_accuracy(

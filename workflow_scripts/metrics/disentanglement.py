@@ -109,11 +109,8 @@ def mig(
     is_discrete = _factor_types(V, discrete, n_bins)
     z_disc = histogram_discretize(Z, n_bins)
     v_disc = _discrete_factors(V, is_discrete, n_bins)
-    D, K = Z.shape[1], V.shape[1]
-    mi = np.empty((D, K))
-    for k in range(K):
-        for j in range(D):
-            mi[j, k] = mutual_info_score(v_disc[:, k], z_disc[:, j])
+    K = V.shape[1]
+    mi = np.stack([_columns_mutual_information(z_disc, v_disc[:, k]) for k in range(K)], axis=1)
     entropy = np.array([mutual_info_score(v_disc[:, k], v_disc[:, k]) for k in range(K)])
     top = np.sort(mi, axis=0)[::-1]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -250,6 +247,35 @@ def _factor_types(V: np.ndarray, discrete, n_bins: int) -> np.ndarray:
     if flags.dtype != bool or flags.shape != (K,):
         raise ValueError(f"discrete must be a bool or {K} bools (one per factor); got {discrete!r}")
     return flags.copy()
+
+
+def _columns_mutual_information(z_disc: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``mutual_info_score(v, z_disc[:, j])`` for every column j at once (nats).
+
+    Written out because the metric calls it for every (code dimension, factor) pair, and
+    sklearn's per-call input checks and sparse contingency table cost ~0.3 ms each: MIG of a
+    256-dimensional table over 3 factors took 0.3 s, this takes a few ms. One ``bincount``
+    builds all D contingency tables; the sum is sklearn's plug-in formula, term by term
+    (tests compare the two).
+    """
+    n, d = z_disc.shape
+    _, z_codes = np.unique(z_disc, return_inverse=True)  # 0..B-1 over all columns
+    z_codes = z_codes.reshape(n, d)
+    _, v_codes = np.unique(v, return_inverse=True)
+    n_z, n_v = int(z_codes.max()) + 1, int(v_codes.max()) + 1
+    cells = (np.arange(d)[None, :] * n_z + z_codes) * n_v + v_codes.reshape(-1)[:, None]
+    counts = np.bincount(cells.ravel(), minlength=d * n_z * n_v).reshape(d, n_z, n_v).astype(np.float64)
+    pi = counts.sum(axis=2, keepdims=True)  # (D, B, 1) bin counts of each column
+    pj = counts.sum(axis=1, keepdims=True)  # (D, 1, V) class counts (the same for every column)
+    nonzero = counts > 0
+    safe = np.where(nonzero, counts, 1.0)
+    p = counts / n
+    terms = p * (np.log(safe) - np.log(n)) + p * (np.log(n) + np.log(n) - np.log(pi * pj + ~nonzero))
+    terms = np.where(nonzero & (np.abs(terms) >= np.finfo(np.float64).eps), terms, 0.0)
+    mi = np.clip(terms.sum(axis=(1, 2)), 0.0, None)
+    # As sklearn: a labelling with one value has zero entropy, hence zero MI (exactly).
+    single = (np.count_nonzero(pi[:, :, 0], axis=1) == 1) | (n_v == 1)
+    return np.where(single, 0.0, mi)
 
 
 def _discrete_factors(V: np.ndarray, is_discrete: np.ndarray, n_bins: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import numbers
 
 import numpy as np
 
+from workflow_scripts.metrics.projection import principal_components
 from workflow_scripts.models.critic import BOUNDS, estimate_mi
 
 __all__ = ["mutual_information"]
@@ -124,9 +125,7 @@ def mutual_information(
             raise ValueError(f"input_pca must be a positive integer or None; got {input_pca!r}")
         if input_pca > min(inputs.shape):
             raise ValueError(f"input_pca ({input_pca}) must not exceed min(N, D_in) = {min(inputs.shape)}")
-        from sklearn.decomposition import PCA
-
-        inputs = PCA(n_components=int(input_pca), svd_solver="randomized", random_state=int(seed)).fit_transform(inputs)
+        inputs = principal_components(inputs, int(input_pca), int(seed))
 
     result = estimate_mi(
         inputs,

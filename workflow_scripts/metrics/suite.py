@@ -15,11 +15,12 @@ import pandas as pd
 
 from workflow_scripts.metrics.classification import cv_splits, knn_accuracy, logreg_accuracy, mlp_accuracy
 from workflow_scripts.metrics.neighbourhood import curve_auc, neighbourhood_curves, neighbourhood_sizes
+from workflow_scripts.metrics.projection import principal_components
 from workflow_scripts.metrics.retrieval import aggregate_profiles, mean_average_precision
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "DEFAULTS"]
+__all__ = ["evaluate", "pixel_components", "DEFAULTS"]
 
 #: Defaults of the metric options (the schema holds the same).
 DEFAULTS = {
@@ -30,7 +31,7 @@ DEFAULTS = {
     "n_splits": 5,
     "cv": "auto",
     "mlp": True,
-    "mlp_epochs": 50,
+    "mlp_epochs": 30,
     "knn": [5, 10],
     "mi": True,
     "mi_epochs": 50,
@@ -55,6 +56,13 @@ def _probe(name, fn, features, labels, groups, **kw):
     return fn(features, labels, groups=groups, **kw)
 
 
+def pixel_components(pixels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The principal components of the pixel space that the mutual-information critic reads
+    (at most 50). They depend on the pixels alone: compute them once per dataset and pass them
+    to :func:`evaluate` for every feature table."""
+    return principal_components(pixels, min(50, pixels.shape[1], len(pixels) - 1), seed)
+
+
 def _zscore(features: np.ndarray) -> np.ndarray:
     sd = features.std(axis=0)
     return (features - features.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
@@ -69,11 +77,13 @@ def evaluate(
     group_by: str,
     seed: int = 0,
     options: dict | None = None,
+    pixels_pca: np.ndarray | None = None,
 ) -> dict:
     """All metrics of ``features`` (N, F) of the cells in ``table`` (same order).
 
     ``pixels`` (N, P) is the input space the neighbourhood metrics and mutual information
-    compare against. ``options`` overrides :data:`DEFAULTS`.
+    compare against; ``pixels_pca``, if given, its :func:`pixel_components` (computed here
+    otherwise). ``options`` overrides :data:`DEFAULTS`.
     """
     opts = {**DEFAULTS, **(options or {})}
     n = len(table)
@@ -161,14 +171,13 @@ def evaluate(
         from workflow_scripts.metrics.mutual_information import mutual_information
 
         mi = mutual_information(
-            pixels,
+            pixel_components(pixels, seed) if pixels_pca is None else pixels_pca,
             features,
             bound=opts["mi_bound"],
             epochs=int(opts["mi_epochs"]),
             batch_size=min(512, n),
             last=max(1, int(opts["mi_epochs"]) // 5),
             seed=seed,
-            input_pca=min(50, pixels.shape[1], n - 1),
         )
         result["mutual_information"] = {k: mi[k] for k in ("mi", "mi_sd", "cap", "bound", "epochs")}
 

@@ -214,6 +214,15 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[tor
     return loss, acc
 
 
+def _full_precision(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` in float32 even under bf16 autocast: the embed layer and the projection
+    head are a few small matrix products (no time to save), and the loss compares their
+    outputs by cosine similarity at temperature 0.2, where bf16's 8-bit mantissa blurs
+    neighbouring logits. The convolutional stages keep autocast's speed."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
+
+
 class ContrastiveNet(CellModel):
     """SimCLR encoder with projection head and its own view augmentation.
 
@@ -298,7 +307,7 @@ class ContrastiveNet(CellModel):
         for i, block in enumerate(self.blocks):
             x = block(x)
             maps[f"conv{i + 1}"] = x
-        maps["embed"] = self.embed(x.mean(dim=(2, 3)))
+        maps["embed"] = _full_precision(self.embed, x.mean(dim=(2, 3)))
         return maps
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -310,7 +319,7 @@ class ContrastiveNet(CellModel):
         a, b = (x["source"], x["target"]) if isinstance(x, dict) else (x, x)
         generator = None if self.training else self._view_generator(a.device)
         views = torch.cat([self.views(a, generator), self.views(b, generator)])
-        z1, z2 = self.projector(self.encode(views)).chunk(2)
+        z1, z2 = _full_precision(self.projector, self.encode(views)).chunk(2)
         return {"z1": z1, "z2": z2}
 
     def loss_terms(self, x, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

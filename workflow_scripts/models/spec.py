@@ -18,6 +18,9 @@ COMMON_DEFAULTS: dict = {
     "weight_decay": 0.0,
     "patience": 0,
     "augment": True,
+    # bf16 autocast on CUDA and on CPUs with native bf16, else fp32 (train.resolve_precision).
+    "precision": "auto",
+    "schedule": "cosine",
     "compile": False,
     "tensorboard": False,
     "weights": None,

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from workflow_scripts.io import feature_columns, write_json
-from workflow_scripts.metrics.suite import evaluate
+from workflow_scripts.metrics.suite import evaluate, pixel_components
 from workflow_scripts.runner import run
 
 log = logging.getLogger("evaluate_layer")
@@ -20,7 +20,9 @@ def main(smk):
     cfg = dict(smk.params.metrics)
     # The MLP and MI critics are tiny: one torch thread is faster than two (measured).
     torch.set_num_threads(1)
-    space = np.load(smk.input.pixels)
+    space = dict(np.load(smk.input.pixels))
+    if "pixels_pca" not in space:  # written by an older pixel_space job
+        space["pixels_pca"] = pixel_components(space["pixels"], int(smk.params.seed))
     for features_path, output in zip(smk.input.features, smk.output):
         evaluate_table(smk, cfg, space, features_path, output)
 
@@ -45,6 +47,7 @@ def evaluate_table(smk, cfg, space, features_path, output):
         group_by=cfg["group_by"],
         seed=int(smk.params.seed),
         options=options,
+        pixels_pca=space["pixels_pca"],
     )
     result.update(
         {

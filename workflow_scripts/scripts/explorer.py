@@ -9,7 +9,7 @@ import pandas as pd
 from workflow_scripts.data import open_shards
 from workflow_scripts.embedding import embed_2d
 from workflow_scripts.explorer import build_explorer, thumbnails
-from workflow_scripts.io import feature_columns
+from workflow_scripts.io import feature_columns, write_parquet
 from workflow_scripts.metrics.neighbourhood import local_quality
 from workflow_scripts.metrics.sampling import stratified_subsample
 from workflow_scripts.runner import run
@@ -36,7 +36,9 @@ def main(smk):
     crops = arrays.gather(table["Metadata_shard"].to_numpy(), table["Metadata_row"].to_numpy())
     thumbs = thumbnails(crops, list(smk.params.roles))
     title = f"{smk.wildcards.dataset}: {smk.wildcards.model} / {smk.wildcards.layer}"
-    build_explorer(coords, table, thumbs, smk.output[0], title=title, label=label, group=group)
+    build_explorer(coords, table, thumbs, smk.output.page, title=title, label=label, group=group)
+    frame = pd.DataFrame({"Metadata_cell": table["Metadata_cell"], "UMAP_1": coords[:, 0], "UMAP_2": coords[:, 1]})
+    write_parquet(smk.output.coords, frame)
     log.info("%d cells, %.1f MB", len(table), sum(map(len, thumbs)) / 1e6)
 
 

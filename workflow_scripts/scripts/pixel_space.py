@@ -1,7 +1,9 @@
 """Rule pixel_space: the input space neighbourhood metrics compare features against.
 
 The cells evaluated (a seeded, class-stratified subsample of at most ``metrics.max_cells``)
-and their pixels: per-channel z-scored, 2x2 block-mean downsampled, flattened.
+and their pixels: per-channel z-scored, 2x2 block-mean downsampled, flattened; and the pixels'
+principal components that every evaluation's mutual-information critic reads (computed once
+here rather than once per feature table).
 """
 
 import logging
@@ -13,6 +15,7 @@ import pandas as pd
 from workflow_scripts.data import Normalizer, open_shards, pixel_matrix, raw_channel_stats, source_for
 from workflow_scripts.io import atomic_path
 from workflow_scripts.metrics.sampling import stratified_subsample
+from workflow_scripts.metrics.suite import pixel_components
 from workflow_scripts.runner import run
 
 log = logging.getLogger("pixel_space")
@@ -35,6 +38,7 @@ def main(smk):
             np.savez(
                 fh,
                 pixels=pixels,
+                pixels_pca=pixel_components(pixels, int(smk.params.seed)),
                 cells=subset["Metadata_cell"].to_numpy(dtype=str),
                 n_total=np.int64(len(cells)),
             )

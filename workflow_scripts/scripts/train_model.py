@@ -18,7 +18,7 @@ from workflow_scripts.pairs import PairedSource
 from workflow_scripts.plots import plot_learning_curve, plot_reconstruction_grid
 from workflow_scripts.runner import run
 from workflow_scripts.split import split_by_group
-from workflow_scripts.train import TrainSettings, fit, pick_device
+from workflow_scripts.train import TrainSettings, fit, pick_device, resolve_precision
 
 log = logging.getLogger("train_model")
 N_RECONSTRUCTIONS = 8
@@ -138,6 +138,8 @@ def main(smk):
         seed=seed,
         compile=params["compile"],
         tensorboard_dir=smk.params.tensorboard,
+        precision=params["precision"],
+        schedule=params["schedule"],
     )
     # The checkpoint is reused only for the same config and the same training items.
     ident = hashlib.sha256()
@@ -178,6 +180,9 @@ def main(smk):
             "best_val_loss": result.best_val_loss,
             "seed": seed,
             "device": device.type,
+            "precision": resolve_precision(params["precision"], device),
+            # resident (crops held on the training device) or prefetch (background thread)
+            "data_path": result.extra.get("data_path"),
             "n_parameters": sum(p.numel() for p in model.parameters()),
         },
     )

@@ -1,0 +1,15 @@
+"""Principal components of an input space, in one place for every metric that reads them
+(torch-free, so the pixel-space job computes them once per dataset in the core environment)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.decomposition import PCA
+
+__all__ = ["principal_components"]
+
+
+def principal_components(inputs: np.ndarray, n_components: int, seed: int = 0) -> np.ndarray:
+    """The first ``n_components`` principal components of ``inputs`` (N, D) (randomised SVD
+    seeded with ``seed``; deterministic for a seed on a given machine)."""
+    return PCA(n_components=int(n_components), svd_solver="randomized", random_state=int(seed)).fit_transform(inputs)
