@@ -564,8 +564,9 @@ def guided_pairs():
     return pairs
 
 
-def explorer_pages(dataset):
-    """Explorer pages: per model, the layers of ``explorer.layers`` or its last layer."""
+def explorer_layers(dataset):
+    """(model, layer, page) of every explorer page: per model, the layers of
+    ``explorer.layers`` or its last layer (``dataset`` may be the wildcard)."""
     pages = []
     for model in MODELS:
         family = MODELS[model]["family"]
@@ -579,8 +580,23 @@ def explorer_pages(dataset):
                     f"Invalid configuration: explorer.layers.{model}: {layer!r} is not a "
                     f"layer of {model}; expected one of {known}"
                 )
-            pages.append(f"results/{dataset}/explorer/{model}/{layer}.html")
+            pages.append(
+                (model, layer, f"results/{dataset}/explorer/{model}/{layer}.html")
+            )
     return pages
+
+
+def explorer_pages(dataset):
+    """Explorer pages (files) of ``dataset``."""
+    return [page for _, _, page in explorer_layers(dataset)]
+
+
+def explorer_features(wildcards):
+    """The feature table of every explorer page, in page order."""
+    return [
+        f"results/{wildcards.dataset}/features/{model}/{layer}.parquet"
+        for model, layer, _ in explorer_layers(wildcards.dataset)
+    ]
 
 
 def final_outputs():

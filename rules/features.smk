@@ -46,6 +46,7 @@ rule pca_features:
         "logs/{dataset}/pca_features.log",
     benchmark:
         "logs/{dataset}/pca_features.bench.tsv"
+    priority: 5
     conda:
         "../envs/core.yaml"
     threads: threads_up_to(2)
@@ -71,6 +72,7 @@ rule handcrafted_features:
         "logs/{dataset}/baselines/handcrafted.log",
     benchmark:
         "logs/{dataset}/baselines/handcrafted.bench.tsv"
+    priority: 5
     conda:
         "../envs/core.yaml"
     threads: threads_up_to(2)
@@ -98,6 +100,7 @@ rule random_cnn_features:
         "logs/{dataset}/baselines/random_cnn.log",
     benchmark:
         "logs/{dataset}/baselines/random_cnn.bench.tsv"
+    priority: 5
     conda:
         "../envs/torch.yaml"
     threads: threads_up_to(2)
@@ -122,6 +125,7 @@ rule cell_count_features:
         "logs/{dataset}/baselines/cellcount.log",
     benchmark:
         "logs/{dataset}/baselines/cellcount.bench.tsv"
+    priority: 5
     conda:
         "../envs/core.yaml"
     threads: 1
