@@ -473,12 +473,13 @@ def feature_tables(dataset):
 
 
 def evaluated_layers():
-    """Model or baseline name -> the layers evaluated, baselines first."""
+    """Evaluation job -> the (name, layer) tables it evaluates: one job for all baselines
+    (``baselines``), then one per model."""
     out = {}
-    for name, layer in baseline_layers():
-        out.setdefault(name, []).append(layer)
+    if baseline_layers():
+        out["baselines"] = list(baseline_layers())
     for model in MODELS:
-        out[model] = model_layers(model)
+        out[model] = [(model, layer) for layer in model_layers(model)]
     return out
 
 

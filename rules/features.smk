@@ -46,7 +46,8 @@ rule pca_features:
         "logs/{dataset}/pca_features.log",
     benchmark:
         "logs/{dataset}/pca_features.bench.tsv"
-    priority: 5
+    # Needs no model: ahead of training, so the baselines' evaluation can fill a core later.
+    priority: 11
     conda:
         "../envs/core.yaml"
     threads: threads_up_to(2)
@@ -72,7 +73,8 @@ rule handcrafted_features:
         "logs/{dataset}/baselines/handcrafted.log",
     benchmark:
         "logs/{dataset}/baselines/handcrafted.bench.tsv"
-    priority: 5
+    # Needs no model: ahead of training, so the baselines' evaluation can fill a core later.
+    priority: 11
     conda:
         "../envs/core.yaml"
     threads: threads_up_to(2)
@@ -100,7 +102,8 @@ rule random_cnn_features:
         "logs/{dataset}/baselines/random_cnn.log",
     benchmark:
         "logs/{dataset}/baselines/random_cnn.bench.tsv"
-    priority: 5
+    # Needs no model: ahead of training, so the baselines' evaluation can fill a core later.
+    priority: 11
     conda:
         "../envs/torch.yaml"
     threads: threads_up_to(2)
@@ -125,7 +128,8 @@ rule cell_count_features:
         "logs/{dataset}/baselines/cellcount.log",
     benchmark:
         "logs/{dataset}/baselines/cellcount.bench.tsv"
-    priority: 5
+    # Needs no model: ahead of training, so the baselines' evaluation can fill a core later.
+    priority: 11
     conda:
         "../envs/core.yaml"
     threads: 1

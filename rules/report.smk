@@ -20,6 +20,8 @@ rule embed_best_layer:
         "logs/{dataset}/embed_best_layer.log",
     benchmark:
         "logs/{dataset}/embed_best_layer.bench.tsv"
+    # The last job of the DAG: before summarize_metrics, which is shorter.
+    priority: 1
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -38,7 +40,6 @@ rule embed_best_layer:
 rule embed_handcrafted:
     input:
         features="results/{dataset}/features/handcrafted/all.parquet",
-        metrics="results/{dataset}/metrics/handcrafted/all.json",
         pixels="results/{dataset}/metrics/pixel_space.npz",
     output:
         **embedding_outputs("handcrafted"),
@@ -46,6 +47,7 @@ rule embed_handcrafted:
         "logs/{dataset}/embed_handcrafted.log",
     benchmark:
         "logs/{dataset}/embed_handcrafted.bench.tsv"
+    priority: 5
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -56,5 +58,6 @@ rule embed_handcrafted:
         label=config["metrics"]["label"],
         group_by=config["metrics"]["group_by"],
         seed=config["seed"],
+        metrics=config["metrics"],
     script:
         "../workflow_scripts/scripts/embed_handcrafted.py"

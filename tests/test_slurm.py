@@ -242,7 +242,7 @@ def downstream_of_ae_training(workdir):
     weights = "results/tiny/models/ae/weights.safetensors"
     closure = planned_jobs(slurm_snakemake(workdir, "-n", "all", "--forcerun", weights))
     assert closure["train_model"] == 1 and "extract_features_ae" in closure
-    for rule in ("extract_features_vae", "evaluate_vae", "evaluate_pca", "pca_features", "pixel_space",
+    for rule in ("extract_features_vae", "evaluate_vae", "evaluate_baselines", "pca_features", "pixel_space",
                  "filter_cells", "synthesize_fields", "segment_and_crop"):
         assert rule not in closure, rule  # the other model, the baseline and everything upstream
     return closure
