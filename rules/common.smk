@@ -540,13 +540,17 @@ def embedding_outputs(stem):
     return outputs
 
 
-def explorer_coords(wildcards):
-    """The 2-D coordinates of every explorer page of a dataset (the best layer's map reuses
-    the UMAP of its page)."""
+def explorer_coord_files(dataset):
+    """The 2-D coordinates beside every explorer page of ``dataset`` (may be the wildcard)."""
     return [
-        page[: -len(".html")] + ".coords.parquet"
-        for page in explorer_pages(wildcards.dataset)
+        page[: -len(".html")] + ".coords.parquet" for page in explorer_pages(dataset)
     ]
+
+
+def explorer_coords(wildcards):
+    """Input function: the explorer pages' coordinates (the best layer's map reuses the UMAP
+    of its page)."""
+    return explorer_coord_files(wildcards.dataset)
 
 
 def guided_pairs():

@@ -17,10 +17,7 @@ if MODELS:
                 )
                 for model, layer, page in explorer_layers("{dataset}")
             ],
-            coords=[
-                page[: -len(".html")] + ".coords.parquet"
-                for _, _, page in explorer_layers("{dataset}")
-            ],
+            coords=explorer_coord_files("{dataset}"),
         log:
             "logs/{dataset}/explorer.log",
         benchmark:
