@@ -12,6 +12,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/cluster.smk"
 include: "rules/acquire.smk"
 include: "rules/segment.smk"
 include: "rules/filter.smk"

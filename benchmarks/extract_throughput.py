@@ -34,13 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import load_average, machine_info, median, run_record  # noqa: E402
 
-from workflow_scripts.data import Normalizer, PerCellMinMax, open_shards, source_for  # noqa: E402
+from workflow_scripts.data import Normalizer, PerCellMinMax, open_shards  # noqa: E402
 from workflow_scripts.datasets import SYNTHETIC_CHANNELS  # noqa: E402
 from workflow_scripts.features import extract_features, feature_table  # noqa: E402
 from workflow_scripts.io import write_parquet  # noqa: E402
 from workflow_scripts.models.registry import build_model  # noqa: E402
 from workflow_scripts.models.spec import FAMILIES, feature_layers, resolve_model, split_feature_layer  # noqa: E402
-from workflow_scripts.train import pick_device  # noqa: E402
+from workflow_scripts.training.device import pick_device  # noqa: E402
+from workflow_scripts.training.streams import source_for  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 

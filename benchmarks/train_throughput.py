@@ -37,13 +37,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workflow_scripts.data import Normalizer, open_shards, source_for  # noqa: E402
+from workflow_scripts.data import Normalizer, open_shards  # noqa: E402
 from workflow_scripts.datasets import SYNTHETIC_CHANNELS  # noqa: E402
-from workflow_scripts.device_data import prepare_sources, stream_batches  # noqa: E402
 from workflow_scripts.models.registry import build_model  # noqa: E402
 from workflow_scripts.models.spec import FAMILIES, resolve_model  # noqa: E402
-from workflow_scripts.pairs import PairedSource  # noqa: E402
-from workflow_scripts.train import _augment, _to_device, cpu_has_bf16  # noqa: E402
+from workflow_scripts.training.device import prepare_sources, stream_batches  # noqa: E402
+from workflow_scripts.training.loop import _augment, _to_device, cpu_has_bf16  # noqa: E402
+from workflow_scripts.training.pairs import PairedSource  # noqa: E402
+from workflow_scripts.training.streams import source_for  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 

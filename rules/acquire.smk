@@ -32,7 +32,7 @@ rule synthesize_fields:
     params:
         seed=config["seed"],
         indices=shard_fields,
-        options=synthetic_options,
+        options=acquire_options,
     script:
         "../workflow_scripts/scripts/synthesize_fields.py"
 
@@ -80,7 +80,7 @@ rule acquire_hpa:
         runtime=retry_scaled(1440),
     params:
         root=dataset_root,
-        options=hpa_options,
+        options=acquire_options,
         download=lambda wc: DATASETS[wc.dataset]["download"],
     script:
         "../workflow_scripts/scripts/acquire_hpa.py"
@@ -103,7 +103,7 @@ rule acquire_bbbc:
         runtime=retry_scaled(1440),
     params:
         root=dataset_root,
-        options=bbbc_options,
+        options=acquire_options,
         download=lambda wc: DATASETS[wc.dataset]["download"],
     script:
         "../workflow_scripts/scripts/acquire_bbbc.py"
@@ -119,7 +119,7 @@ checkpoint index_dataset:
     benchmark:
         "logs/{dataset}/index_dataset.bench.tsv"
     wildcard_constraints:
-        dataset=datasets_regex(*ds_lib.INDEXED_SOURCES),
+        dataset=datasets_regex(*sources_lib.INDEXED_SOURCES),
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -152,7 +152,9 @@ rule load_fields:
     benchmark:
         "logs/{dataset}/load_fields/{shard}.bench.tsv"
     wildcard_constraints:
-        dataset=datasets_regex("local", "manifest", "hpa", "bbbc"),
+        dataset=datasets_regex(
+            *sources_lib.sources_where(whole_fields=True, indexed=True)
+        ),
     group:
         "acquire_shards"
     conda:

@@ -33,7 +33,7 @@ if MODELS:
         params:
             label=config["metrics"]["label"],
             group_by=config["metrics"]["group_by"],
-            roles=lambda wc: [c["role"] for c in dataset_channels(wc)],
+            channels=dataset_channels,
             max_cells=config["explorer"]["max_cells"],
             seed=config["seed"],
         script:

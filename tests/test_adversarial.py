@@ -186,7 +186,7 @@ def test_step_counter_survives_state_dict():
 @pytest.mark.parametrize("gan_loss", ["bce", "wgan-gp"])
 def test_fit_and_resume(tmp_path, gan_loss):
     """The training loop runs the family; a killed run resumes to the same weights (CPU)."""
-    from workflow_scripts.train import TrainSettings, fit, load_checkpoint
+    from workflow_scripts.training.loop import TrainSettings, fit, load_checkpoint
 
     def make():
         torch.manual_seed(0)

@@ -2,6 +2,7 @@ import math
 
 import mahotas.features
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from skimage.draw import disk, ellipse
@@ -322,3 +323,80 @@ def test_random_cnn_invalid_arguments(kwargs, name):
     args = {"crops": np.ones((2, 1, 32, 32)), "seed": 0} | kwargs
     with pytest.raises(ValueError, match=name):
         random_cnn_features(**args)
+
+
+# -- feature tables of the baseline_features rule --------------------------------------------
+
+
+class CropSource:
+    """The batch-source interface (``len``, ``batch(index)``) over an array of crops."""
+
+    def __init__(self, crops):
+        self.crops = crops
+
+    def __len__(self):
+        return len(self.crops)
+
+    def batch(self, index):
+        return self.crops[index]
+
+
+def cell_table(n):
+    return pd.DataFrame(
+        {"Metadata_cell": [f"c{i}" for i in range(n)], "QC_area": np.arange(n), "Metadata_well": ["a", "b"] * (n // 2)},
+        index=np.arange(100, 100 + n),
+    )
+
+
+def test_crop_batches_reads_every_crop_in_order():
+    crops = np.arange(7 * 2 * 4 * 4, dtype=np.float32).reshape(7, 2, 4, 4)
+    blocks = list(baselines.crop_batches(CropSource(crops), batch_size=3))
+    assert [len(b) for b in blocks] == [3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate(blocks), crops)
+    assert list(baselines.crop_batches(CropSource(crops[:0]))) == []
+
+
+def test_standardize_columns_centres_and_scales_each_column():
+    values = pd.DataFrame({"a": [1.0, 2.0, 6.0], "b": [4.0, 4.0, 4.0]})
+    out = baselines.standardize_columns(values)
+    np.testing.assert_allclose(out["a"], (values["a"] - 3.0) / values["a"].std(ddof=0))
+    np.testing.assert_array_equal(out["b"], 0.0)  # constant: only centred
+
+
+def test_handcrafted_table_is_the_standardised_features_after_the_metadata():
+    crops = synthetic_cells(6, size=32, seed=11)
+    channels = [
+        {"name": "actin", "role": "cytoplasm"},
+        {"name": "dna", "role": "nucleus"},
+        {"name": "tub", "role": "x"},
+    ]
+    cells = cell_table(6)
+    table = baselines.handcrafted_table(cells, CropSource(crops[:, [1, 0, 2]]), channels)
+    values = handcrafted_features(crops[:, [1, 0, 2]], ["actin", "dna", "tub"], nucleus_channel=1)
+    expected = ((values - values.mean(axis=0)) / values.std(axis=0, ddof=0).replace(0, 1.0)).astype(np.float32)
+    assert list(table.columns) == ["Metadata_cell", "Metadata_well", *values.columns]
+    assert table.index.tolist() == list(range(6))
+    assert table["Metadata_cell"].tolist() == cells["Metadata_cell"].tolist()
+    pd.testing.assert_frame_equal(table[values.columns], expected)
+
+
+@pytest.mark.usefixtures("torch_one_thread")
+def test_random_cnn_tables_one_per_layer():
+    crops = synthetic_cells(4, size=32, seed=12)
+    cells = cell_table(4)
+    tables = baselines.random_cnn_tables(cells, CropSource(crops), seed=3)
+    layers = random_cnn_features(crops, seed=3)
+    assert list(tables) == list(layers)
+    for name, values in layers.items():
+        table = tables[name]
+        assert list(table.columns[:2]) == ["Metadata_cell", "Metadata_well"]
+        assert list(table.columns[2:]) == [f"{name}_{i}" for i in range(values.shape[1])]
+        np.testing.assert_array_equal(table.iloc[:, 2:].to_numpy(), values)
+
+
+def test_cell_count_table_counts_the_cells_of_each_group():
+    cells = cell_table(6).iloc[:5]
+    table = baselines.cell_count_table(cells, "Metadata_well")
+    assert list(table.columns) == ["Metadata_cell", "Metadata_well", "count_0"]
+    assert table["count_0"].dtype == np.float32
+    assert table["count_0"].tolist() == [3, 2, 3, 2, 3]

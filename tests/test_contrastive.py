@@ -20,7 +20,7 @@ from workflow_scripts.models.contrastive import (
 )
 from workflow_scripts.models.registry import build_model
 from workflow_scripts.models.spec import PRESETS, feature_layers, layer_names, resolve_model
-from workflow_scripts.train import TrainSettings, fit, load_checkpoint
+from workflow_scripts.training.loop import TrainSettings, fit, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"width": 4, "depth": 2, "embed_dim": 16, "proj_dim": 8}

@@ -6,7 +6,6 @@ import pytest
 
 from workflow_scripts.data import (
     ROBUST_RANGE,
-    BatchSource,
     Normalizer,
     PerCellRobust,
     PerFieldRobust,
@@ -15,9 +14,9 @@ from workflow_scripts.data import (
     normalizer_from_record,
     open_shards,
     pixel_matrix,
-    source_for,
 )
-from workflow_scripts.pairs import PairedSource
+from workflow_scripts.training.pairs import PairedSource
+from workflow_scripts.training.streams import BatchSource, source_for
 
 
 @pytest.fixture

@@ -12,20 +12,19 @@ import pytest
 import torch
 
 from tests.sources import ArraySource
-from workflow_scripts.data import make_normalizer, open_shards, source_for
-from workflow_scripts.device_data import (
+from workflow_scripts.data import make_normalizer, open_shards
+from workflow_scripts.models.vae import VAE
+from workflow_scripts.training.device import (
     DeviceSource,
     Prefetcher,
-    ResidentCapable,
     ResidentSource,
-    TrainingSource,
     prepare_sources,
     stream_batches,
 )
-from workflow_scripts.feedback import Feedback, GuidedSource
-from workflow_scripts.models.vae import VAE
-from workflow_scripts.pairs import PairedSource
-from workflow_scripts.train import TrainSettings, augment_batch, fit
+from workflow_scripts.training.guided import Feedback, GuidedSource
+from workflow_scripts.training.loop import TrainSettings, augment_batch, fit
+from workflow_scripts.training.pairs import PairedSource
+from workflow_scripts.training.streams import ResidentCapable, TrainingSource, source_for
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

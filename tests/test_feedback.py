@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workflow_scripts.feedback import GuidedSource, guidance_terms, read_feedback
 from workflow_scripts.models.registry import build_model
 from workflow_scripts.models.spec import resolve_model
-from workflow_scripts.train import _augment
+from workflow_scripts.training.guided import GuidedSource, guidance_terms, read_feedback
+from workflow_scripts.training.loop import _augment
 
 CELLS = pd.DataFrame({"Metadata_cell": [f"f0-{i}" for i in range(10)]})
 

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from workflow_scripts.data import Normalizer, ShardedArrays
+from workflow_scripts.data import Normalizer, ShardedArrays, per_cell_minmax
 from workflow_scripts.models.paired_inpainting import PairedInpaintingNet
-from workflow_scripts.pairs import PairedSource, per_cell_minmax
+from workflow_scripts.training.pairs import PairedSource
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

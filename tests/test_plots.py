@@ -1,4 +1,4 @@
-"""Tests for workflow_scripts.plots: colour mapping, validation, and that every figure is
+"""Tests for workflow_scripts.figures: colour mapping, validation, and that every figure is
 written as a readable PNG of a sensible size."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import plots
+from workflow_scripts import figures as plots
+from workflow_scripts.figures.embedding import _is_categorical
 
 
 def read_png(path) -> np.ndarray:
@@ -131,9 +132,7 @@ def test_composite_validation(kwargs, match):
 def test_segmentation_overlay(tmp_path):
     image, labels = fake_field()
     path = tmp_path / "overlay.png"
-    plots.plot_segmentation_overlay(
-        image, labels, path, title="A01", channel_names=["DNA", "tubulin", "protein"]
-    )
+    plots.plot_segmentation_overlay(image, labels, path, title="A01", channel_names=["DNA", "tubulin", "protein"])
     assert_image_size(read_png(path))
 
 
@@ -176,13 +175,9 @@ def test_segmentation_overlays_validation(tmp_path):
     with pytest.raises(ValueError, match="names.*lengths 1, 1, 2"):
         plots.plot_segmentation_overlays([image], [labels], ["a", "b"], tmp_path / "x.png")
     with pytest.raises(ValueError, match="channel_names.*expected 3"):
-        plots.plot_segmentation_overlays(
-            [image], [labels], ["a"], tmp_path / "x.png", channel_names=["DNA"]
-        )
+        plots.plot_segmentation_overlays([image], [labels], ["a"], tmp_path / "x.png", channel_names=["DNA"])
     with pytest.raises(ValueError, match=r"images\[1\].*1 channels, expected 3"):
-        plots.plot_segmentation_overlays(
-            [image, image[:1]], [labels, labels], ["a", "b"], tmp_path / "x.png"
-        )
+        plots.plot_segmentation_overlays([image, image[:1]], [labels, labels], ["a", "b"], tmp_path / "x.png")
 
 
 # --------------------------------------------------------------------------------- training
@@ -226,9 +221,7 @@ def test_learning_curve_validation(tmp_path):
     with pytest.raises(ValueError, match="history.*'train_<term>'"):
         plots.plot_learning_curve(pd.DataFrame({"epoch": [1], "lr": [0.1]}), tmp_path / "x.png")
     with pytest.raises(ValueError, match="history.*'train_loss'.*numbers"):
-        plots.plot_learning_curve(
-            pd.DataFrame({"epoch": [1], "train_loss": ["high"]}), tmp_path / "x.png"
-        )
+        plots.plot_learning_curve(pd.DataFrame({"epoch": [1], "train_loss": ["high"]}), tmp_path / "x.png")
     with pytest.raises(TypeError, match="history.*DataFrame"):
         plots.plot_learning_curve({"epoch": [1]}, tmp_path / "x.png")
 
@@ -284,11 +277,11 @@ def test_embedding_without_colouring_and_large_n(tmp_path):
 
 
 def test_categorical_detection():
-    assert plots._is_categorical(pd.Series(["a", "b"]))
-    assert plots._is_categorical(pd.Series(np.arange(20)))
-    assert not plots._is_categorical(pd.Series(np.arange(21)))
-    assert not plots._is_categorical(pd.Series([0.5, 1.5]))
-    assert plots._is_categorical(pd.Series([True, False]))
+    assert _is_categorical(pd.Series(["a", "b"]))
+    assert _is_categorical(pd.Series(np.arange(20)))
+    assert not _is_categorical(pd.Series(np.arange(21)))
+    assert not _is_categorical(pd.Series([0.5, 1.5]))
+    assert _is_categorical(pd.Series([True, False]))
 
 
 def test_embedding_validation(tmp_path):
@@ -319,9 +312,7 @@ def summary() -> pd.DataFrame:
 @pytest.mark.parametrize("higher_is_better", [True, False])
 def test_metric_bars(tmp_path, higher_is_better):
     path = tmp_path / "bars.png"
-    plots.plot_metric_bars(
-        summary(), "accuracy", path, title="accuracy", higher_is_better=higher_is_better
-    )
+    plots.plot_metric_bars(summary(), "accuracy", path, title="accuracy", higher_is_better=higher_is_better)
     assert_image_size(read_png(path), low=100)
 
 

@@ -4,7 +4,7 @@ import torch
 
 from tests.sources import ArraySource
 from workflow_scripts.models.vae import VAE
-from workflow_scripts.train import TrainSettings, augment_batch, fit, load_checkpoint
+from workflow_scripts.training.loop import TrainSettings, augment_batch, fit, load_checkpoint
 
 
 def data(n=48, seed=0):
@@ -113,7 +113,7 @@ import hashlib, sys
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
 from workflow_scripts.models.registry import build_model
-from workflow_scripts.train import TrainSettings, fit
+from workflow_scripts.training.loop import TrainSettings, fit
 
 class Source:
     def __init__(self, x): self.x = x
@@ -145,7 +145,7 @@ def test_same_config_same_weights_in_separate_processes():
 
 
 def test_precision_resolution_and_bad_value():
-    from workflow_scripts.train import cpu_has_bf16, resolve_precision
+    from workflow_scripts.training.loop import cpu_has_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"

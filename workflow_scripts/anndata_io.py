@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.io import feature_columns
+from workflow_scripts.io import feature_columns, metadata_columns
 
 __all__ = ["write_h5ad", "table_to_h5ad"]
 
@@ -69,8 +69,26 @@ def _dataframe(parent, name: str, frame: pd.DataFrame, index: pd.Index) -> None:
 
 
 def write_h5ad(path: str | os.PathLike, X: np.ndarray, obs: pd.DataFrame, var_names) -> None:
-    """Write ``X`` (n_obs, n_vars) with ``obs`` (its index = observation names) and the
-    variable names to ``path``, atomically (a temporary file renamed into place)."""
+    """Write ``X`` with its observations and variable names to ``path`` as ``.h5ad``.
+
+    Written atomically: a temporary file renamed into place.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.h5ad`` file; its folder is created if needed.
+    X : array_like of shape (n_obs, n_vars)
+        The data matrix.
+    obs : pandas.DataFrame
+        One row per observation; its index holds the (unique) observation names.
+    var_names : sequence of str
+        The n_vars variable names.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` does not have shape (len(obs), len(var_names)) or an observation name repeats.
+    """
     X = np.asarray(X)
     if X.ndim != 2 or X.shape != (len(obs), len(var_names)):
         raise ValueError(
@@ -96,12 +114,29 @@ def write_h5ad(path: str | os.PathLike, X: np.ndarray, obs: pd.DataFrame, var_na
 
 
 def table_to_h5ad(table: pd.DataFrame, path: str | os.PathLike, index: str) -> None:
-    """A feature or profile table (``Metadata_*`` columns, then features) as ``.h5ad``:
-    ``obs`` = the metadata indexed by column ``index``, ``X`` = the features as float32."""
+    """Write a feature or profile table (``Metadata_*`` columns, then features) as ``.h5ad``.
+
+    ``obs`` = the metadata indexed by column ``index``, ``X`` = the features as float32.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``Metadata_*`` columns and feature columns.
+    path : str or os.PathLike
+        The ``.h5ad`` file.
+    index : str
+        The metadata column whose values name the observations (``Metadata_cell`` or a
+        profile's group column); they must be unique.
+
+    Raises
+    ------
+    ValueError
+        If ``index`` is not a column of ``table``, or as :func:`write_h5ad`.
+    """
     if index not in table.columns:
         raise ValueError(f"{path}: index column {index!r} is not in the table; it has {list(table.columns)}")
     features = feature_columns(table)
-    meta = [c for c in table.columns if c.startswith("Metadata_") and c != index]
+    meta = [c for c in metadata_columns(table) if c != index]
     obs = table[meta].copy()
     obs.index = pd.Index(table[index].astype(str).to_numpy(), name=index)
     write_h5ad(path, table[features].to_numpy(np.float32), obs, features)

@@ -5,8 +5,11 @@
   channel correlations), the "gold standard" the learned embeddings are compared with.
 - :func:`random_cnn_features`: globally pooled activations of a randomly initialised conv net
   with the encoder's block structure, the "architecture without learning" baseline.
+- :func:`handcrafted_table`, :func:`random_cnn_tables`, :func:`cell_count_table`: the feature
+  tables of the ``baseline_features`` rule, read from a batch source of crops; the last is the
+  number of cells in each cell's group, the baseline any per-group signal must beat.
 
-Both take the raw crops as stored by the workflow: float32 (N, C, H, W) intensities
+The feature functions take the raw crops as stored by the workflow: float32 (N, C, H, W) intensities
 (:mod:`workflow_scripts.data`), one cell centred in each crop.
 """
 
@@ -14,27 +17,36 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterator
 
 import mahotas
 import mahotas.features
 import numpy as np
 import pandas as pd
 import torch
+from joblib import Parallel, delayed
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.measure import regionprops
 from torch import nn
 
-from workflow_scripts.features import pool
+from workflow_scripts.features import feature_table, metadata_first, pool
 from workflow_scripts.models.blocks import DownBlock, stage_channels
+from workflow_scripts.validation import check_int
 
 __all__ = [
     "HARALICK_NAMES",
     "NUCLEUS_SHAPE_NAMES",
-    "haralick_batch",
+    "cell_count_table",
+    "crop_batches",
     "handcrafted_features",
+    "handcrafted_table",
+    "haralick_batch",
+    "nucleus_channel_index",
     "pftas_batch",
     "random_cnn_features",
+    "random_cnn_tables",
+    "standardize_columns",
     "zernike_basis",
 ]
 
@@ -76,6 +88,8 @@ NUCLEUS_SHAPE_NAMES: tuple[str, ...] = (
 
 #: Crops per vectorised block (and per parallel task).
 CHUNK = 256
+#: Crops read from a source at a time by the feature tables of the ``baseline_features`` rule.
+READ_BATCH = 1024
 #: Grey levels of the Haralick co-occurrence matrices.
 HARALICK_LEVELS = 32
 #: Number of pftas values per channel (mahotas: 3 binarisations x (9 + 9 negated)).
@@ -99,7 +113,7 @@ def handcrafted_features(
     mask_dilation: int = 2,
     n_jobs: int = 1,
 ) -> pd.DataFrame:
-    """CellProfiler-style features of every cell, one row per crop, columns named by meaning.
+    """Measure CellProfiler-style features of every cell, one row per crop, columns named by meaning.
 
     Parameters
     ----------
@@ -172,52 +186,76 @@ def handcrafted_features(
         On a wrong shape, non-finite crops, bad names, an out-of-range nucleus channel, or
         invalid parameters.
     """
-    crops = np.asarray(crops)
-    if crops.ndim != 4:
-        raise ValueError(f"crops must be a 4-D array (N, C, H, W); got shape {crops.shape}")
-    if crops.dtype.kind not in "fiu":
-        raise ValueError(f"crops must hold real numbers; got dtype {crops.dtype}")
+    crops = _real_crops(crops)
     n, c, h, w = crops.shape
     if min(h, w) < 3:
         raise ValueError(f"crops must be at least 3 x 3 pixels; got {h} x {w}")
+    names = _check_channel_names(channel_names, c)
+    params = _handcrafted_params(nucleus_channel, c, haralick_distance, zernike_degree, mask_dilation)
+    _check_n_jobs(n_jobs)
+    mask = None if mask is None else _check_mask(mask, n, h, w)
+    columns = _column_names(names, params["zernike_degree"])
+    if n == 0:
+        return pd.DataFrame(np.zeros((0, len(columns))), columns=columns)
+    values = _features_in_chunks(crops, mask, params, n_jobs)
+    values[~np.isfinite(values)] = 0.0
+    return pd.DataFrame(values, columns=columns)
+
+
+def _real_crops(crops) -> np.ndarray:
+    """Return ``crops`` as an array if it is a finite real (N, C, H, W) stack."""
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.dtype.kind not in "fiu":
+        raise ValueError(f"crops must be a real 4-D array (N, C, H, W); got {crops.dtype} {crops.shape}")
     if not np.isfinite(crops).all():
         raise ValueError("crops must contain only finite values; found NaN or inf")
+    return crops
+
+
+def _check_channel_names(channel_names, c: int) -> list[str]:
+    """Return the ``c`` channel names as a list if they are unique non-empty strings."""
     names = list(channel_names)
     if len(names) != c:
         raise ValueError(f"channel_names must name each of the {c} channels; got {len(names)}: {names!r}")
     if any(not isinstance(s, str) or not s for s in names) or len(set(names)) != c:
         raise ValueError(f"channel_names must be unique non-empty strings; got {names!r}")
-    if isinstance(nucleus_channel, bool) or not isinstance(nucleus_channel, numbers.Integral):
-        raise ValueError(f"nucleus_channel must be an integer channel index; got {nucleus_channel!r}")
-    if not 0 <= nucleus_channel < c:
+    return names
+
+
+def _handcrafted_params(nucleus_channel, c: int, haralick_distance, zernike_degree, mask_dilation) -> dict:
+    """Check the integer parameters of :func:`_features_chunk` and return them by name."""
+    nucleus_channel = check_int("nucleus_channel", nucleus_channel, 0)
+    if nucleus_channel >= c:
         raise ValueError(f"nucleus_channel must be in [0, {c}); got {nucleus_channel}")
-    for label, value, lowest in (
-        ("haralick_distance", haralick_distance, 1),
-        ("zernike_degree", zernike_degree, 0),
-        ("mask_dilation", mask_dilation, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
-            raise ValueError(f"{label} must be an integer >= {lowest}; got {value!r}")
+    return {
+        "nucleus_channel": nucleus_channel,
+        "haralick_distance": check_int("haralick_distance", haralick_distance, 1),
+        "zernike_degree": check_int("zernike_degree", zernike_degree, 0),
+        "mask_dilation": check_int("mask_dilation", mask_dilation, 0),
+    }
+
+
+def _check_n_jobs(n_jobs) -> None:
+    # joblib's convention: a positive count, or -1, -2, ... for all cores but |n_jobs| - 1.
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
         raise ValueError(f"n_jobs must be a non-zero integer (-1 for all cores); got {n_jobs!r}")
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.dtype != bool:
-            raise ValueError(f"mask must be a boolean array; got dtype {mask.dtype}")
-        if mask.shape == (h, w):
-            mask = np.broadcast_to(mask, (n, h, w))
-        if mask.shape != (n, h, w):
-            raise ValueError(f"mask must have shape ({n}, {h}, {w}) or ({h}, {w}); got {mask.shape}")
 
-    columns = _column_names(names, zernike_degree)
-    params = {
-        "nucleus_channel": int(nucleus_channel),
-        "haralick_distance": int(haralick_distance),
-        "zernike_degree": int(zernike_degree),
-        "mask_dilation": int(mask_dilation),
-    }
-    if n == 0:
-        return pd.DataFrame(np.zeros((0, len(columns))), columns=columns)
+
+def _check_mask(mask, n: int, h: int, w: int) -> np.ndarray:
+    """Return a boolean (n, h, w) mask, a 2-D (h, w) one broadcast to every crop."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be a boolean array; got dtype {mask.dtype}")
+    if mask.shape == (h, w):
+        mask = np.broadcast_to(mask, (n, h, w))
+    if mask.shape != (n, h, w):
+        raise ValueError(f"mask must have shape ({n}, {h}, {w}) or ({h}, {w}); got {mask.shape}")
+    return mask
+
+
+def _features_in_chunks(crops: np.ndarray, mask: np.ndarray | None, params: dict, n_jobs: int) -> np.ndarray:
+    """Run :func:`_features_chunk` over blocks of :data:`CHUNK` crops, in parallel for ``n_jobs`` != 1."""
+    n = len(crops)
     chunk = CHUNK
     starts = range(0, n, chunk)
     if n_jobs == 1 or n <= chunk:
@@ -225,17 +263,13 @@ def handcrafted_features(
             _features_chunk(crops[s : s + chunk], None if mask is None else mask[s : s + chunk], params) for s in starts
         ]
     else:
-        from joblib import Parallel, delayed
-
         parts = Parallel(n_jobs=int(n_jobs))(
             delayed(_features_chunk)(
                 np.ascontiguousarray(crops[s : s + chunk]), None if mask is None else mask[s : s + chunk], params
             )
             for s in starts
         )
-    values = np.concatenate(parts)
-    values[~np.isfinite(values)] = 0.0
-    return pd.DataFrame(values, columns=columns)
+    return np.concatenate(parts)
 
 
 def _column_names(channels: list[str], zernike_degree: int) -> list[str]:
@@ -251,7 +285,7 @@ def _column_names(channels: list[str], zernike_degree: int) -> list[str]:
 
 
 def _features_chunk(crops: np.ndarray, mask: np.ndarray | None, params: dict) -> np.ndarray:
-    """All feature columns (in :func:`_column_names` order) of a few crops, float64 (n, F)."""
+    """Compute all feature columns (in :func:`_column_names` order) of a few crops, float64 (n, F)."""
     x = crops.astype(np.float64)
     n, c, h, w = x.shape
     if mask is None:
@@ -302,8 +336,10 @@ _STACK_4[1] = ndi.generate_binary_structure(2, 1)
 
 
 def _otsu_foregrounds(images: np.ndarray) -> np.ndarray:
-    """``image > skimage.filters.threshold_otsu(image)`` of each (H, W) image of a stack;
-    empty for a constant image."""
+    """Threshold each (H, W) image of a stack at its Otsu level (skimage).
+
+    ``image > skimage.filters.threshold_otsu(image)``; empty for a constant image.
+    """
     out = np.zeros(images.shape, dtype=bool)
     for i, image in enumerate(images):
         if image.max() > image.min():
@@ -312,8 +348,10 @@ def _otsu_foregrounds(images: np.ndarray) -> np.ndarray:
 
 
 def _fill_holes(foreground: np.ndarray) -> np.ndarray:
-    """``scipy.ndimage.binary_fill_holes`` of each image of an (n, H, W) stack (vectorised:
-    background components not touching their image's border are holes)."""
+    """Fill the holes of each image of an (n, H, W) stack, as ``scipy.ndimage.binary_fill_holes``.
+
+    Vectorised: background components not touching their image's border are holes.
+    """
     labels, _ = ndi.label(~foreground, structure=_STACK_4)
     border = np.zeros(labels.max() + 1, dtype=bool)
     for edge in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
@@ -323,9 +361,11 @@ def _fill_holes(foreground: np.ndarray) -> np.ndarray:
 
 
 def _central_components(foreground: np.ndarray) -> np.ndarray:
-    """Per image of an (n, H, W) stack, the 4-connected component under the centre pixel
-    (H // 2, W // 2), or, if that is background, the component holding the foreground pixel
-    nearest to it; empty for an empty image."""
+    """Keep the central 4-connected component of each image of an (n, H, W) stack.
+
+    That is the component under the centre pixel (H // 2, W // 2), or, if that is background,
+    the component holding the foreground pixel nearest to it; empty for an empty image.
+    """
     labels, _ = ndi.label(foreground, structure=_STACK_4)
     n, h, w = foreground.shape
     cy, cx = h // 2, w // 2
@@ -338,7 +378,7 @@ def _central_components(foreground: np.ndarray) -> np.ndarray:
 
 
 def _cell_masks(crops: np.ndarray, dilation: int) -> np.ndarray:
-    """Default cell masks of (n, C, H, W) crops (see :func:`handcrafted_features`)."""
+    """Compute the default cell masks of (n, C, H, W) crops (see :func:`handcrafted_features`)."""
     n, c, h, w = crops.shape
     p01, p99 = np.percentile(crops.reshape(n, c, h * w), [1, 99], axis=2)[..., None, None]
     span = p99 - p01
@@ -352,8 +392,10 @@ def _cell_masks(crops: np.ndarray, dilation: int) -> np.ndarray:
 
 
 def _quantiles_sorted(values: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
-    """Linear-interpolation quantile (numpy's default) of rows sorted ascending whose first
-    ``count`` entries are the data."""
+    """Return the linear-interpolation quantile (numpy's default) of sorted rows.
+
+    The rows are sorted ascending and their first ``count`` entries are the data.
+    """
     position = q * (count - 1)
     below = np.floor(position).astype(np.int64)
     above = np.minimum(below + 1, count - 1)
@@ -364,7 +406,7 @@ def _quantiles_sorted(values: np.ndarray, count: np.ndarray, q: float) -> np.nda
 
 
 def _intensity_stats(flat: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """(n, c, P) values, (n, 1, P) mask -> (n, c, len(INTENSITY_NAMES)) statistics over the mask."""
+    """Compute statistics over the mask: (n, c, P) values, (n, 1, P) mask -> (n, c, len(INTENSITY_NAMES))."""
     count = np.broadcast_to(m.sum(axis=2), flat.shape[:2])
     total = np.where(m, flat, 0.0).sum(axis=2)
     mean = total / count
@@ -378,7 +420,7 @@ def _intensity_stats(flat: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def _channel_correlations(flat: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Pearson correlation over the mask of every channel pair (i < j): (n, C (C - 1) / 2)."""
+    """Compute the Pearson correlation over the mask of every channel pair (i < j): (n, C (C - 1) / 2)."""
     n, c, _ = flat.shape
     count = m.sum(axis=2)  # (n, 1)
     centred = np.where(m, flat - (np.where(m, flat, 0.0).sum(axis=2) / count)[..., None], 0.0)
@@ -392,21 +434,57 @@ def _channel_correlations(flat: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def haralick_batch(levels: np.ndarray, distance: int = 1) -> np.ndarray:
-    """``mahotas.features.haralick(image, ignore_zeros=True, distance=distance, return_mean=True)``
-    of many images at once: (n, H, W) uint8 -> (n, 13).
+    """Compute mahotas' Haralick features of many uint8 images at once: (n, H, W) -> (n, 13).
 
-    The symmetric co-occurrence matrices of the 4 directions are counted for all images with
-    one ``bincount`` and the 13 features computed as mahotas does (including its size-dependent
-    ``difference_variance``, the variance of P(|x - y|) over max(image) + 1 entries), vectorised.
-    Where mahotas raises (a direction with no pair of non-zero pixels) the row is all zeros.
+    Equal to ``mahotas.features.haralick(image, ignore_zeros=True, distance=distance,
+    return_mean=True)`` of each image. The symmetric co-occurrence matrices of the 4 directions
+    are counted for all images with one ``bincount`` and the 13 features computed as mahotas
+    does (including its size-dependent ``difference_variance``, the variance of P(|x - y|) over
+    max(image) + 1 entries), vectorised. Where mahotas raises (a direction with no pair of
+    non-zero pixels) the row is all zeros.
+
+    Parameters
+    ----------
+    levels : ndarray of uint8, shape (n, H, W)
+        Grey levels; 0 marks pixels to ignore.
+    distance : int, default=1
+        Pixel offset of the co-occurrence pairs.
+
+    Returns
+    -------
+    ndarray of float64, shape (n, 13)
+        The features of :data:`HARALICK_NAMES`, averaged over the 4 directions.
+
+    Raises
+    ------
+    ValueError
+        If ``levels`` is not a 3-D uint8 array.
+
+    Examples
+    --------
+    >>> image = np.array([[[1, 1, 2], [1, 2, 2], [2, 2, 2]]], dtype=np.uint8)
+    >>> haralick_batch(image).shape
+    (1, 13)
+    >>> haralick_batch(np.zeros((1, 4, 4), np.uint8))[0, :3]  # no non-zero pixel pairs
+    array([0., 0., 0.])
     """
     levels = np.asarray(levels)
     if levels.ndim != 3 or levels.dtype != np.uint8:
         raise ValueError(f"levels must be a uint8 array (n, H, W); got {levels.dtype} {levels.shape}")
+    if len(levels) == 0:
+        return np.zeros((0, len(HARALICK_NAMES)))
+    p, valid = _cooccurrence_probabilities(levels, distance)
+    feats = _haralick_per_direction(p, levels)
+    return np.where(valid[:, None], feats.mean(axis=1), 0.0)
+
+
+def _cooccurrence_probabilities(levels: np.ndarray, distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Count the normalised symmetric co-occurrence matrices (n, 4, L, L) of the 4 directions.
+
+    Zeros are ignored. Also returns whether every direction of an image has a pair (n,).
+    """
     n, h, w = levels.shape
     size = int(levels.max(initial=0)) + 1
-    if n == 0:
-        return np.zeros((0, len(HARALICK_NAMES)))
     flat_index = (np.arange(n) * size * size)[:, None, None]
     cmats = np.zeros((n, 4, size, size))
     for direction, (dy, dx) in enumerate(((0, 1), (1, 1), (1, 0), (1, -1))):
@@ -424,8 +502,17 @@ def haralick_batch(levels: np.ndarray, distance: int = 1) -> np.ndarray:
     cmats[:, :, :, 0] = 0
     total = cmats.sum(axis=(2, 3))
     valid = (total > 0).all(axis=1)
-    p = cmats / np.where(total > 0, total, 1.0)[..., None, None]
+    return cmats / np.where(total > 0, total, 1.0)[..., None, None], valid
 
+
+def _entropy(q: np.ndarray) -> np.ndarray:
+    """Base-2 entropy along the last axis (0 log 0 = 0)."""
+    return -(q * np.log2(np.where(q == 0, 1.0, q))).sum(axis=-1)
+
+
+def _haralick_per_direction(p: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Compute the 13 Haralick features (n, 4, 13) of co-occurrence probabilities p (n, 4, L, L)."""
+    n, _, size, _ = p.shape
     k = np.arange(size, dtype=np.float64)
     i, j = np.meshgrid(k, k, indexing="ij")
     px, py = p.sum(axis=2), p.sum(axis=3)
@@ -439,9 +526,6 @@ def haralick_batch(levels: np.ndarray, distance: int = 1) -> np.ndarray:
     px_plus_y = flat_p @ sum_onehot
     px_minus_y = flat_p @ diff_onehot
 
-    def entropy(q: np.ndarray) -> np.ndarray:
-        return -(q * np.log2(np.where(q == 0, 1.0, q))).sum(axis=-1)
-
     tk = np.arange(2 * size, dtype=np.float64)
     feats = np.zeros((n, 4, len(HARALICK_NAMES)))
     feats[..., 0] = (flat_p**2).sum(axis=-1)
@@ -453,25 +537,32 @@ def haralick_batch(levels: np.ndarray, distance: int = 1) -> np.ndarray:
     feats[..., 4] = flat_p @ (1.0 / (1.0 + (i - j) ** 2)).ravel()
     feats[..., 5] = px_plus_y @ tk
     feats[..., 6] = px_plus_y @ tk**2 - feats[..., 5] ** 2
-    feats[..., 7] = entropy(px_plus_y)
-    feats[..., 8] = entropy(flat_p)
+    feats[..., 7] = _entropy(px_plus_y)
+    feats[..., 8] = _entropy(flat_p)
     # mahotas: numpy var of P(|x - y|) over the max(image) + 1 entries of its matrix.
     image_size = (levels.reshape(n, -1).max(axis=1).astype(np.float64) + 1)[:, None]
     feats[..., 9] = (px_minus_y**2).sum(axis=-1) / image_size - (px_minus_y.sum(axis=-1) / image_size) ** 2
-    feats[..., 10] = entropy(px_minus_y)
-    hx, hy = entropy(px), entropy(py)
+    feats[..., 10] = _entropy(px_minus_y)
+    feats[..., 11:] = _information_correlations(flat_p, px, py, feats[..., 8])
+    return feats
+
+
+def _information_correlations(flat_p: np.ndarray, px: np.ndarray, py: np.ndarray, hxy: np.ndarray) -> np.ndarray:
+    """Compute Haralick's two information measures of correlation (n, 4, 2), given the entropy hxy."""
+    n = flat_p.shape[0]
+    hx, hy = _entropy(px), _entropy(py)
     cross = px[..., :, None] * py[..., None, :]
     cross = np.where(cross == 0, 1.0, cross).reshape(n, 4, -1)
     hxy1 = -(flat_p * np.log2(cross)).sum(axis=-1)
     hxy2 = -(cross * np.log2(cross)).sum(axis=-1)
     largest = np.maximum(hx, hy)
-    feats[..., 11] = (feats[..., 8] - hxy1) / np.where(largest == 0, 1.0, largest)
-    feats[..., 12] = np.sqrt(np.maximum(0.0, 1.0 - np.exp(-2.0 * (hxy2 - feats[..., 8]))))
-    return np.where(valid[:, None], feats.mean(axis=1), 0.0)
+    first = (hxy - hxy1) / np.where(largest == 0, 1.0, largest)
+    second = np.sqrt(np.maximum(0.0, 1.0 - np.exp(-2.0 * (hxy2 - hxy))))
+    return np.stack([first, second], axis=-1)
 
 
 def zernike_basis(height: int, width: int, degree: int) -> np.ndarray:
-    """Zernike polynomials V_nl sampled on an (height, width) pixel grid, flattened.
+    """Sample the Zernike polynomials V_nl on an (height, width) pixel grid, flattened.
 
     The unit disc is centred on the grid centre ((height - 1) / 2, (width - 1) / 2) with radius
     min(height, width) / 2, in the pixel coordinates ``mahotas.features.zernike_moments`` uses;
@@ -479,9 +570,24 @@ def zernike_basis(height: int, width: int, degree: int) -> np.ndarray:
     in mahotas' order, and carry the factor (n + 1) / pi, so for a non-negative image p (zero
     outside the disc) |basis @ p.ravel()| / p.sum() equals mahotas' moments with that centre.
 
+    Parameters
+    ----------
+    height, width : int
+        Size of the pixel grid.
+    degree : int
+        Largest order n.
+
     Returns
     -------
     ndarray of complex128, shape (K, height * width)
+        One row per (n, l), K = (floor(n / 2) + 1)(ceil(n / 2) + 1).
+
+    Examples
+    --------
+    >>> zernike_basis(8, 8, 8).shape
+    (25, 64)
+    >>> float(zernike_basis(8, 8, 0)[0, 27].real * np.pi)  # V_00 = 1 inside the disc
+    1.0
     """
     yy, xx = np.mgrid[:height, :width]
     radius = min(height, width) / 2
@@ -507,7 +613,7 @@ def zernike_basis(height: int, width: int, degree: int) -> np.ndarray:
 
 
 def _zernike_magnitudes(images: np.ndarray, basis: np.ndarray, degree: int) -> np.ndarray:
-    """(n, c, P) non-negative images -> (n, c, K) moment magnitudes; NaN for an empty disc."""
+    """Compute Zernike moment magnitudes: (n, c, P) non-negative images -> (n, c, K); NaN for an empty disc."""
     n, c, p = images.shape
     flat = np.ascontiguousarray(images.reshape(n * c, p))
     inside = basis[0].real != 0  # V_00 = 1 / pi inside the disc
@@ -519,11 +625,26 @@ def _zernike_magnitudes(images: np.ndarray, basis: np.ndarray, degree: int) -> n
 
 
 def pftas_batch(images: np.ndarray) -> np.ndarray:
-    """``mahotas.features.pftas`` of many 2-D uint8 images at once: (n, H, W) -> (n, 54).
+    """Compute ``mahotas.features.pftas`` of many 2-D uint8 images at once: (n, H, W) -> (n, 54).
 
     Same thresholds (mahotas' Otsu per image), binarisations, 3 x 3 kernel with reflected
     borders and normalised neighbour-count histograms as mahotas, with the convolution and the
     histograms vectorised over the images.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (n, H, W)
+        The images.
+
+    Returns
+    -------
+    ndarray of float64, shape (n, 54)
+        The parameter-free threshold adjacency statistics of each image.
+
+    Raises
+    ------
+    ValueError
+        If ``images`` is not a 3-D uint8 array.
     """
     images = np.asarray(images)
     if images.ndim != 3 or images.dtype != np.uint8:
@@ -560,7 +681,7 @@ def pftas_batch(images: np.ndarray) -> np.ndarray:
 
 
 def _nucleus_shape(nucleus: np.ndarray) -> np.ndarray:
-    """Shape features (:data:`NUCLEUS_SHAPE_NAMES`) of one (H, W) nucleus mask; zeros if empty."""
+    """Measure the shape (:data:`NUCLEUS_SHAPE_NAMES`) of one (H, W) nucleus mask; zeros if empty."""
     if not nucleus.any():
         return np.zeros(len(NUCLEUS_SHAPE_NAMES))
     region = regionprops(nucleus.astype(np.uint8))[0]
@@ -596,7 +717,7 @@ def random_cnn_features(
     pooling: str = "mean",
     batch_size: int = 256,
 ) -> dict[str, np.ndarray]:
-    """Globally pooled activations of a randomly initialised conv net (no training).
+    """Compute globally pooled activations of a randomly initialised conv net (no training).
 
     The network is ``depth`` :class:`~workflow_scripts.models.blocks.DownBlock` s, the blocks
     of the project's encoders (4 x 4 stride-2 convolution, batch norm, LeakyReLU(0.2)), with
@@ -623,46 +744,209 @@ def random_cnn_features(
     -------
     dict of str to ndarray
         ``conv1`` .. ``conv<depth>``: float32 arrays (N, stage channels).
+
+    Raises
+    ------
+    ValueError
+        On non-finite or wrongly shaped crops, crops too small for ``depth``, or invalid
+        parameters.
     """
-    crops = np.asarray(crops)
-    if crops.ndim != 4 or crops.dtype.kind not in "fiu":
-        raise ValueError(f"crops must be a real 4-D array (N, C, H, W); got {crops.dtype} {crops.shape}")
-    if not np.isfinite(crops).all():
-        raise ValueError("crops must contain only finite values; found NaN or inf")
-    for label, value in (("seed", seed), ("width", width), ("depth", depth), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ValueError(f"{label} must be an integer; got {value!r}")
-    for label, value in (("width", width), ("depth", depth), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"{label} must be >= 1; got {value}")
+    crops = _real_crops(crops)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):  # torch takes any sign
+        raise ValueError(f"seed must be an integer; got {seed!r}")
+    width, depth = check_int("width", width, 1), check_int("depth", depth, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     if pooling not in ("mean", "max"):
         raise ValueError(f"pooling must be 'mean' or 'max'; got {pooling!r}")
     n, c, h, w = crops.shape
     if min(h, w) < 2**depth:
         raise ValueError(f"crops of {h} x {w} pixels are too small for depth {depth} (needs >= {2**depth})")
-    channels = stage_channels(int(width), int(depth))
+    channels = stage_channels(width, depth)
     names = [f"conv{i + 1}" for i in range(depth)]
     if n == 0:
         return {name: np.zeros((0, ch), np.float32) for name, ch in zip(names, channels)}
+    blocks = _random_blocks(c, channels, int(seed))
+    return _pooled_activations(blocks, names, _zscore_channels(crops), pooling, batch_size)
 
+
+def _zscore_channels(crops: np.ndarray) -> np.ndarray:
+    """Z-score each channel over all crops (a constant one only centred), as float32."""
     x = crops.astype(np.float64)
     mean = x.mean(axis=(0, 2, 3), keepdims=True)
     std = x.std(axis=(0, 2, 3), keepdims=True)
-    x = ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
-    generator = torch.Generator().manual_seed(int(seed))
+
+def _random_blocks(in_channels: int, channels: list[int], seed: int) -> nn.ModuleList:
+    """Build DownBlocks in eval mode with Kaiming-normal convolutions drawn from ``seed`` only."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # module construction draws default weights: keep the global RNG
-        blocks = nn.ModuleList(DownBlock(a, b) for a, b in zip([c] + channels[:-1], channels))
+        blocks = nn.ModuleList(DownBlock(a, b) for a, b in zip([in_channels] + channels[:-1], channels))
     for module in blocks.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, a=0.2, nonlinearity="leaky_relu", generator=generator)
-    blocks.eval()
+    return blocks.eval()
 
+
+def _pooled_activations(
+    blocks: nn.ModuleList, names: list[str], x: np.ndarray, pooling: str, batch_size: int
+) -> dict[str, np.ndarray]:
+    """Pool the output of every block for the (N, C, H, W) inputs x, batch by batch."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     with torch.no_grad():
-        for start in range(0, n, batch_size):
+        for start in range(0, len(x), batch_size):
             maps = torch.from_numpy(x[start : start + batch_size])
             for name, block in zip(names, blocks):
                 maps = block(maps)
                 parts[name].append(pool(maps, pooling).numpy())
     return {name: np.concatenate(chunks).astype(np.float32) for name, chunks in parts.items()}
+
+
+# -- feature tables of the baseline_features rule --------------------------------------------
+
+
+def nucleus_channel_index(channels: list[dict]) -> int:
+    """Return the index of the channel whose ``role`` is ``nucleus``, or 0 if there is none.
+
+    Parameters
+    ----------
+    channels : list of dict
+        The dataset's channels (``name``, ``role``), in order.
+
+    Returns
+    -------
+    int
+        Index of the first nucleus channel, else 0.
+
+    Examples
+    --------
+    >>> nucleus_channel_index([{"name": "actin", "role": "cytoplasm"}, {"name": "dna", "role": "nucleus"}])
+    1
+    >>> nucleus_channel_index([{"name": "gfp", "role": "protein"}])
+    0
+    """
+    roles = [c["role"] for c in channels]
+    return roles.index("nucleus") if "nucleus" in roles else 0
+
+
+def crop_batches(source, batch_size: int = READ_BATCH) -> Iterator[np.ndarray]:
+    """Read every crop of ``source`` in order, ``batch_size`` at a time.
+
+    Parameters
+    ----------
+    source : BatchSource
+        ``len(source)`` items, read by ``source.batch(index)``.
+    batch_size : int, default=READ_BATCH
+        Crops per block.
+
+    Yields
+    ------
+    ndarray of shape (<= batch_size, C, H, W)
+        The next block of crops.
+    """
+    for start in range(0, len(source), batch_size):
+        yield source.batch(np.arange(start, min(start + batch_size, len(source))))
+
+
+def standardize_columns(values: pd.DataFrame) -> pd.DataFrame:
+    """Scale each column to mean 0 and population SD 1 (pycytominer's ``standardize``).
+
+    A constant column is only centred. Features on very different scales would otherwise let
+    the largest rule the distances between cells.
+
+    Parameters
+    ----------
+    values : pandas.DataFrame
+        One row per cell, numeric columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The standardised columns.
+
+    Examples
+    --------
+    >>> standardize_columns(pd.DataFrame({"a": [1.0, 3.0], "b": [5.0, 5.0]}))
+         a    b
+    0 -1.0  0.0
+    1  1.0  0.0
+    """
+    sd = values.std(axis=0, ddof=0).replace(0, 1.0)
+    return (values - values.mean(axis=0)) / sd
+
+
+def handcrafted_table(cells: pd.DataFrame, source, channels: list[dict], *, n_jobs: int = 1) -> pd.DataFrame:
+    """Build the hand-crafted feature table: :func:`handcrafted_features` of every cell, standardised.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        The cell table, one row per item of ``source``.
+    source : BatchSource
+        The crops as the baseline measures them (raw or scaled per cell or field).
+    channels : list of dict
+        The dataset's channels (``name``, ``role``); the nucleus channel is the one with role
+        ``nucleus`` (else the first).
+    n_jobs : int, default=1
+        Worker processes of :func:`handcrafted_features`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``Metadata_*`` columns of ``cells``, then the features standardised over the cells
+        (:func:`standardize_columns`), as float32.
+    """
+    names = [c["name"] for c in channels]
+    nucleus = nucleus_channel_index(channels)
+    parts = [
+        handcrafted_features(crops, names, nucleus_channel=nucleus, n_jobs=n_jobs) for crops in crop_batches(source)
+    ]
+    values = standardize_columns(pd.concat(parts, ignore_index=True))
+    return metadata_first(cells, values.astype(np.float32))
+
+
+def random_cnn_tables(cells: pd.DataFrame, source, *, seed: int) -> dict[str, pd.DataFrame]:
+    """Build one feature table per block of the random CNN (:func:`random_cnn_features`).
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        The cell table, one row per item of ``source``.
+    source : BatchSource
+        The crops (all read into memory at once).
+    seed : int
+        Seed of the network's weights.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        Layer (``conv1`` ..) -> its :func:`~workflow_scripts.features.feature_table`.
+    """
+    crops = np.concatenate(list(crop_batches(source)))
+    layers = random_cnn_features(crops, seed=seed)
+    return {layer: feature_table(cells, np.asarray(values, np.float32), layer) for layer, values in layers.items()}
+
+
+def cell_count_table(cells: pd.DataFrame, group_by: str) -> pd.DataFrame:
+    """Build the cell-count baseline: the number of cells in each cell's group, one feature.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        The cell table.
+    group_by : str
+        Column whose values define the groups.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``Metadata_*`` columns, then ``count_0`` (float32).
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"Metadata_well": ["a", "a", "b"]})
+    >>> cell_count_table(cells, "Metadata_well")["count_0"].tolist()
+    [2.0, 2.0, 1.0]
+    """
+    counts = cells.groupby(group_by)[group_by].transform("size").to_numpy(np.float32)[:, None]
+    return feature_table(cells, counts, "count")

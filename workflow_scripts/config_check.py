@@ -1,8 +1,12 @@
-"""Configuration errors a user can act on: every schema violation at once, each naming the key
-(as a dotted path), the value found and what was expected."""
+"""Schema errors a user can act on.
+
+Every schema violation at once, each naming the key (as a dotted path), the value found and
+what was expected.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -34,13 +38,40 @@ def _message(error: jsonschema.ValidationError) -> str:
     message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
     text = f"{key} = {value}: {message}"
     if description:
-        text += f" ({' '.join(str(description).split())})"
+        text += f" ({_first_sentence(description)})"
     return text
 
 
+def _first_sentence(description) -> str:
+    """Return the first sentence of a (Markdown) description as plain text."""
+    text = " ".join(str(description).split())
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
+    match = re.search(r"\.(\s|$)", text)
+    return text[: match.start()] if match else text
+
+
 def config_errors(config: dict, schema_path: str | Path) -> list[str]:
-    """Every violation of the schema by ``config``, as one line each, deepest keys first
-    within each key; an empty list when the configuration is valid."""
+    """Return every violation of the schema by ``config``, one line each.
+
+    Parameters
+    ----------
+    config : dict
+        The configuration.
+    schema_path : str or Path
+        The JSON schema (YAML).
+
+    Returns
+    -------
+    list of str
+        Sorted by key; empty when the configuration is valid.
+
+    Examples
+    --------
+    >>> from workflow_scripts.configuration import SCHEMA
+    >>> config = {"datasets": {"d": {"source": "synthetic"}}, "models": {}, "seed": -1}
+    >>> config_errors(config, SCHEMA)  # doctest: +ELLIPSIS
+    ['models: {} should be non-empty', 'seed = -1: -1 is less than the minimum of 0 (...)']
+    """
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = []

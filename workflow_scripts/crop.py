@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .segment import match_labels, object_table, segment_nuclei_qc
+from .validation import check_int
 
 __all__ = ["crop_cells", "saturated_fraction", "segment_and_crop"]
 
@@ -38,17 +39,14 @@ _SEGMENT_KEYS = (
 _CROP_DEFAULTS = {"size": 64, "resize_to": 64, "edge": "drop"}
 
 
-
 # --------------------------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------------------------
 def _check_size(name: str, value, *, allow_none: bool = False) -> int | None:
+    """Return ``value`` as a positive ``int`` (or None, where ``allow_none``)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        expected = "a positive integer" + (" or None" if allow_none else "")
-        raise ValueError(f"{name}={value!r} is invalid: expected {expected}")
-    return int(value)
+    return check_int(name, value, 1)
 
 
 def _check_image(image) -> np.ndarray:
@@ -123,6 +121,15 @@ def crop_cells(
     ValueError
         If ``image`` is not 3-D, ``centres`` is not (N, 2) finite, ``size`` / ``resize_to`` is
         not a positive integer, or ``edge`` is not 'drop' or 'pad'.
+
+    Examples
+    --------
+    >>> image = np.arange(2 * 10 * 10, dtype=np.uint8).reshape(2, 10, 10)
+    >>> crops, kept = crop_cells(image, [[5.0, 5.0], [0.0, 9.0]], size=4, resize_to=2)
+    >>> crops.shape, kept.tolist()
+    ((1, 2, 2, 2), [True, False])
+    >>> crops[0, 0].tolist()
+    [[38.5, 40.5], [58.5, 60.5]]
     """
     image = _check_image(image)
     centres = _check_centres(centres)
@@ -130,44 +137,53 @@ def crop_cells(
     resize_to = _check_size("resize_to", resize_to, allow_none=True)
     if edge not in _EDGES:
         raise ValueError(f"edge={edge!r} is invalid: expected one of {_EDGES}")
-    n_channels, height, width = image.shape
-    out_side = size if resize_to is None else resize_to
-
+    height, width = image.shape[1:]
     origins = _window_origins(centres, size)
     y0, x0 = origins[:, 0], origins[:, 1]
     inside = (y0 >= 0) & (x0 >= 0) & (y0 + size <= height) & (x0 + size <= width)
     kept = inside if edge == "drop" else np.ones(len(centres), dtype=bool)
+    windows = _cut_windows(image, origins[kept], size)
+    return _resize(windows, size if resize_to is None else resize_to), kept
 
-    windows = np.zeros((int(kept.sum()), n_channels, size, size), dtype=np.float32)
-    for i, (ty, tx) in enumerate(origins[kept]):
+
+def _cut_windows(image: np.ndarray, origins: np.ndarray, size: int) -> np.ndarray:
+    """Cut the ``size x size`` windows at ``origins`` as float32; pixels outside the image are 0."""
+    n_channels, height, width = image.shape
+    windows = np.zeros((len(origins), n_channels, size, size), dtype=np.float32)
+    for i, (ty, tx) in enumerate(origins):
         # Intersection of the window with the image; outside stays zero (edge='pad').
         sy, sx = max(ty, 0), max(tx, 0)
         ey, ex = min(ty + size, height), min(tx + size, width)
         if sy < ey and sx < ex:
             windows[i, :, sy - ty : ey - ty, sx - tx : ex - tx] = image[:, sy:ey, sx:ex]
+    return windows
 
+
+def _resize(windows: np.ndarray, out_side: int) -> np.ndarray:
+    """Resize ``(N, C, size, size)`` float32 windows to ``out_side`` (see :func:`crop_cells`)."""
+    n_windows, n_channels, size, _ = windows.shape
     if out_side == size:
-        return windows, kept
+        return windows
     if size % out_side == 0:
         # Exact block mean: f*f strided adds (float64 accumulator) beat a reshape-and-mean over
         # two non-contiguous axes by about 2x.
         f = size // out_side
-        total = np.zeros((len(windows), n_channels, out_side, out_side), dtype=np.float64)
+        total = np.zeros((n_windows, n_channels, out_side, out_side), dtype=np.float64)
         for dy in range(f):
             for dx in range(f):
                 total += windows[..., dy::f, dx::f]
-        return (total / (f * f)).astype(np.float32), kept
+        return (total / (f * f)).astype(np.float32)
     # Any other factor (crop.size: auto gives sizes like 68 or 140): OpenCV's area interpolation
     # when shrinking (an exact area average: anti-aliased), bilinear when enlarging, one plane
     # per call (OpenCV's area resize takes at most 4 channels; batching planes as channels or
     # as matrix products measured slower): 15 ms for a field's 300 3-channel crops, 20x less
     # than skimage.transform.resize.
     interpolation = cv2.INTER_AREA if out_side < size else cv2.INTER_LINEAR
-    crops = np.empty((len(windows), n_channels, out_side, out_side), dtype=np.float32)
-    for i in range(len(windows)):
+    crops = np.empty((n_windows, n_channels, out_side, out_side), dtype=np.float32)
+    for i in range(n_windows):
         for c in range(n_channels):
             cv2.resize(windows[i, c], (out_side, out_side), dst=crops[i, c], interpolation=interpolation)
-    return crops, kept
+    return crops
 
 
 def saturated_fraction(
@@ -202,6 +218,13 @@ def saturated_fraction(
     -----
     The saturation map is reduced once to a summed-area table, so each window costs O(1)
     regardless of ``size``.
+
+    Examples
+    --------
+    >>> image = np.zeros((1, 8, 8), dtype=np.uint8)
+    >>> image[0, :2, :2] = 255
+    >>> saturated_fraction(image, [[2.0, 2.0]], 4, np.array([True]), 255)
+    array([0.25])
     """
     image = _check_image(image)
     centres = _check_centres(centres)
@@ -291,7 +314,28 @@ def segment_and_crop(
         through is invalid.
     """
     image = _check_image(image)
-    n_channels = image.shape[0]
+    _check_nucleus_channel(nucleus_channel, image.shape[0])
+    _check_keys("segmentation", segmentation, _SEGMENT_KEYS)
+    _check_keys("crop", crop, _CROP_DEFAULTS)
+    crop_args = {**_CROP_DEFAULTS, **crop}
+    truth = _check_truth(truth, image.shape[1:])
+
+    labels, qc = segment_nuclei_qc(image[nucleus_channel], **segmentation)
+    objects = object_table(labels)
+    centres = objects[["y", "x"]].to_numpy()
+    crops, kept = crop_cells(image, centres, **crop_args)
+    qc_saturated = _saturation(image, centres, crop_args["size"], kept, saturation)
+    table = _kept_cells(objects[kept], qc_saturated)
+    if truth is not None:
+        best = match_labels(labels, truth)
+        table["truth_label"] = best[table["Metadata_label"].to_numpy() - 1]
+    if return_qc:
+        return crops, table, labels, qc
+    return crops, table, labels
+
+
+def _check_nucleus_channel(nucleus_channel, n_channels: int) -> None:
+    """Raise unless ``nucleus_channel`` is an integer index into ``n_channels`` channels."""
     if (
         isinstance(nucleus_channel, bool)
         or not isinstance(nucleus_channel, numbers.Integral)
@@ -301,38 +345,41 @@ def segment_and_crop(
             f"nucleus_channel={nucleus_channel!r} is invalid: expected an integer index into "
             f"{n_channels} channels"
         )
-    unknown = sorted(set(segmentation) - set(_SEGMENT_KEYS))
-    if unknown:
-        raise ValueError(
-            f"segmentation has unknown keys {unknown}: expected a subset of {list(_SEGMENT_KEYS)}"
-        )
-    unknown = sorted(set(crop) - set(_CROP_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"crop has unknown keys {unknown}: expected a subset of {list(_CROP_DEFAULTS)}"
-        )
-    crop_args = {**_CROP_DEFAULTS, **crop}
-    if truth is not None:
-        truth = np.asarray(truth)
-        if truth.shape != image.shape[1:]:
-            raise ValueError(
-                f"truth has shape {truth.shape}: expected the field's (H, W) = {image.shape[1:]}"
-            )
 
-    labels, qc = segment_nuclei_qc(image[nucleus_channel], **segmentation)
-    objects = object_table(labels)
-    centres = objects[["y", "x"]].to_numpy()
-    crops, kept = crop_cells(image, centres, **crop_args)
 
+def _check_keys(name: str, given: dict, known) -> None:
+    """Raise if the dict argument ``name`` holds a key outside ``known``."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"{name} has unknown keys {unknown}: expected a subset of {list(known)}")
+
+
+def _check_truth(truth, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Return ``truth`` as an array of the field's ``(H, W)`` shape, or None."""
+    if truth is None:
+        return None
+    truth = np.asarray(truth)
+    if truth.shape != shape:
+        raise ValueError(f"truth has shape {truth.shape}: expected the field's (H, W) = {shape}")
+    return truth
+
+
+def _saturation(image: np.ndarray, centres: np.ndarray, size: int, kept: np.ndarray, saturation) -> np.ndarray:
+    """Return the saturated fraction of each kept window (see :func:`segment_and_crop`).
+
+    ``saturation`` None means the dtype maximum of an integer image, and no check (all 0) for a
+    float image.
+    """
     if saturation is None and np.issubdtype(image.dtype, np.integer):
         saturation = np.iinfo(image.dtype).max
     if saturation is None:
-        qc_saturated = np.zeros(int(kept.sum()))
-    else:
-        qc_saturated = saturated_fraction(image, centres, crop_args["size"], kept, saturation)
+        return np.zeros(int(kept.sum()))
+    return saturated_fraction(image, centres, size, kept, saturation)
 
-    kept_objects = objects[kept]
-    table = pd.DataFrame(
+
+def _kept_cells(kept_objects: pd.DataFrame, qc_saturated: np.ndarray) -> pd.DataFrame:
+    """Return the cell table of the kept objects of :func:`object_table`, with their QC."""
+    return pd.DataFrame(
         {
             "Metadata_label": kept_objects["label"].to_numpy(np.int64),
             "Metadata_y": kept_objects["y"].to_numpy(np.float64),
@@ -341,9 +388,3 @@ def segment_and_crop(
             "QC_saturated_fraction": qc_saturated.astype(np.float64),
         }
     )
-    if truth is not None:
-        best = match_labels(labels, truth)
-        table["truth_label"] = best[table["Metadata_label"].to_numpy() - 1]
-    if return_qc:
-        return crops, table, labels, qc
-    return crops, table, labels

@@ -58,6 +58,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from workflow_scripts.io import file_mode
+
 log = logging.getLogger("cellembed.download")
 
 CHUNK_SIZE = 1 << 20
@@ -74,20 +76,23 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 _RETRY_STATUSES = frozenset({408, 429})
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-_FILE_MODE = 0o666 & ~_UMASK
 
 
 @dataclass(frozen=True)
 class DownloadEntry:
-    """One file to fetch: its URL, its path under the destination folder (posix ``/``) and,
-    optionally, the expected SHA-256 / MD5 (hex) and size in bytes used to verify it."""
+    """One file to fetch and how to verify it.
+
+    Attributes
+    ----------
+    url : str
+        An http(s) URL.
+    path : str
+        Where the file goes, relative to the destination folder (posix ``/``).
+    sha256, md5 : str, optional
+        The expected digests (hex).
+    size : int, optional
+        The expected size in bytes.
+    """
 
     url: str
     path: str
@@ -112,13 +117,32 @@ class DownloadReport:
     """(entry, human-readable reason naming the URL)."""
 
     def summary(self) -> str:
-        """Counts on the first line, then one line per failure: ``url -> path: reason``."""
+        """Describe the outcome: counts on the first line, then ``url -> path: reason`` per failure.
+
+        Returns
+        -------
+        str
+            The summary.
+
+        Examples
+        --------
+        >>> failed = DownloadEntry("https://example.org/a.tif", "a.tif")
+        >>> print(DownloadReport(failed=[(failed, "HTTP 404")]).summary())
+        0 downloaded, 0 already complete, 1 failed
+          https://example.org/a.tif -> a.tif: HTTP 404
+        """
         lines = [f"{len(self.done)} downloaded, {len(self.skipped)} already complete, {len(self.failed)} failed"]
         lines += [f"  {entry.url} -> {entry.path}: {reason}" for entry, reason in self.failed]
         return "\n".join(lines)
 
     def raise_for_failures(self) -> None:
-        """Raise :class:`DownloadError` with :meth:`summary` as message if anything failed."""
+        """Raise :class:`DownloadError` with :meth:`summary` as message if anything failed.
+
+        Raises
+        ------
+        DownloadError
+            If :attr:`failed` is not empty.
+        """
         if self.failed:
             raise DownloadError(self.summary())
 
@@ -127,10 +151,10 @@ class DownloadReport:
 
 
 def _normalise_relative(relative: str) -> str:
-    """``relative`` as a clean posix path (``a/b``), or ValueError saying what is wrong with it.
+    r"""Return ``relative`` as a clean posix path (``a/b``), or raise ValueError saying what is wrong.
 
     Backslashes count as separators; empty and ``.`` segments are dropped; absolute paths
-    (``/x``, ``\\x``, ``C:...``) and any ``..`` segment are rejected.
+    (``/x``, ``\x``, ``C:...``) and any ``..`` segment are rejected.
     """
     text = str(relative)
     if not text.strip():
@@ -157,11 +181,35 @@ def _normalise_entry_path(relative: str) -> str:
 
 
 def safe_join(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
-    """``root / relative``, resolved, after checking it stays inside ``root``.
+    r"""Return ``root / relative``, resolved, after checking it stays inside ``root``.
 
-    Raises ValueError naming the path if it is absolute (``/x``, ``\\x``, ``C:x``) or if the
-    resolved path lies outside the resolved ``root`` -- through ``..`` segments (backslashes
-    count as separators) or through symlinks already present under ``root``.
+    Parameters
+    ----------
+    root : path-like
+        The folder the path must stay in.
+    relative : path-like
+        A path relative to ``root``; backslashes count as separators.
+
+    Returns
+    -------
+    pathlib.Path
+        The resolved path.
+
+    Raises
+    ------
+    ValueError
+        Naming the path, if it is absolute (``/x``, ``\x``, ``C:x``) or if the resolved
+        path lies outside the resolved ``root`` -- through ``..`` segments or through
+        symlinks already present under ``root``.
+
+    Examples
+    --------
+    >>> safe_join("/data", "a/b.tif").as_posix().endswith("/data/a/b.tif")
+    True
+    >>> safe_join("/data", "../etc/passwd")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: path "../etc/passwd" escapes ...
     """
     text = os.fspath(relative)
     posix = text.replace("\\", "/")
@@ -178,8 +226,11 @@ def safe_join(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
 
 
 class _PathRegistry:
-    """Detects paths that would collide on disk: duplicates, a file that is also a folder of
-    another entry, and a path equal to another entry's ``.part`` temporary name."""
+    """Detect paths that would collide on disk.
+
+    Duplicates, a file that is also a folder of another entry, and a path equal to another
+    entry's ``.part`` temporary name.
+    """
 
     def __init__(self) -> None:
         self.files: dict[str, str] = {}
@@ -224,40 +275,35 @@ def _check_url(url: str) -> str | None:
 
 
 def read_manifest(path: str | os.PathLike) -> list[DownloadEntry]:
-    """Read a CSV manifest with a header row and columns ``url``, ``path`` and optionally
-    ``sha256``, ``md5``, ``size`` (any order; empty cells of optional columns mean unknown).
+    """Read a CSV manifest of files to download.
 
-    Rows are numbered as in a spreadsheet: the header is row 1. Blank rows are ignored. Every
-    problem raises ValueError naming the manifest file, the row, the column, the value and what
-    was expected: a URL that is not http(s), an empty, absolute or escaping path, a malformed
-    hex digest, a size that is not a non-negative integer, colliding paths, missing or unknown
-    columns. Paths are returned normalised (posix ``/``, no ``.`` segments); digests lower-case.
+    The manifest has a header row and columns ``url``, ``path`` and optionally
+    ``sha256``, ``md5``, ``size`` (any order; empty cells of optional columns mean unknown).
+    Rows are numbered as in a spreadsheet: the header is row 1. Blank rows are ignored.
+
+    Parameters
+    ----------
+    path : path-like
+        The manifest file (UTF-8, a byte-order mark is accepted).
+
+    Returns
+    -------
+    list of DownloadEntry
+        One per non-blank row, in file order. Paths are normalised (posix ``/``, no ``.``
+        segments); digests lower-case.
+
+    Raises
+    ------
+    ValueError
+        Naming the manifest file, the row, the column, the value and what was expected: a
+        URL that is not http(s), an empty, absolute or escaping path, a malformed hex
+        digest, a size that is not a non-negative integer, colliding paths, missing or
+        unknown columns.
     """
     where = str(path)
-    expected_columns = "columns url, path and optionally sha256, md5, size"
     with open(path, newline="", encoding="utf-8-sig") as fh:
         records = list(csv.reader(fh))
-    if not records or not any(cell.strip() for cell in records[0]):
-        raise ValueError(f"{where}, row 1: no header row; expected a header with {expected_columns}")
-    header = [cell.strip().lower() for cell in records[0]]
-    header_text = ",".join(records[0])
-    for i, name in enumerate(header):
-        if name not in MANIFEST_COLUMNS:
-            raise ValueError(
-                f'{where}, row 1 (header "{header_text}"), column {i + 1}: unknown column "{records[0][i]}"; '
-                f"expected {expected_columns}"
-            )
-        if name in header[:i]:
-            raise ValueError(f'{where}, row 1 (header "{header_text}"): column "{name}" appears twice')
-    for name in REQUIRED_COLUMNS:
-        if name not in header:
-            raise ValueError(
-                f'{where}, row 1 (header "{header_text}"): missing required column "{name}"; expected {expected_columns}'
-            )
-
-    def fail(row: int, column: str, value: str, problem: str, expected: str) -> NoReturn:
-        raise ValueError(f'{where}, row {row}, column "{column}": value "{value}" {problem}; expected {expected}')
-
+    header = _manifest_header(records, where)
     entries: list[DownloadEntry] = []
     registry = _PathRegistry()
     for row, record in enumerate(records[1:], start=2):
@@ -269,39 +315,71 @@ def read_manifest(path: str | os.PathLike) -> list[DownloadEntry]:
                 f'{where}, row {row}: {len(record)} fields but the header has {len(header)} (extra value "{extra}")'
             )
         values = {name: (record[i].strip() if i < len(record) else "") for i, name in enumerate(header)}
-
-        url = values["url"]
-        if not url:
-            fail(row, "url", url, "is empty", "an http:// or https:// URL")
-        problem = _check_url(url)
-        if problem:
-            fail(row, "url", url, problem, "an http:// or https:// URL")
-
-        raw_path = values["path"]
-        try:
-            norm = _normalise_entry_path(raw_path)
-        except ValueError as exc:
-            fail(row, "path", raw_path, str(exc), "a relative file path inside the destination folder")
-        clash = registry.add(norm, f'row {row} ("{raw_path}")')
-        if clash:
-            fail(row, "path", raw_path, clash, "each file path once")
-
-        digests: dict[str, str | None] = {}
-        for algorithm, length in _DIGEST_LENGTHS.items():
-            value = values.get(algorithm, "")
-            if value and (len(value) != length or not _HEX.fullmatch(value)):
-                fail(row, algorithm, value, f"is not a {algorithm} digest", f"{length} hexadecimal digits")
-            digests[algorithm] = value.lower() or None
-
-        size_text = values.get("size", "")
-        size = None
-        if size_text:
-            if not size_text.isascii() or not size_text.isdigit():
-                fail(row, "size", size_text, "is not a byte count", "a non-negative integer number of bytes")
-            size = int(size_text)
-
-        entries.append(DownloadEntry(url=url, path=norm, sha256=digests["sha256"], md5=digests["md5"], size=size))
+        entries.append(_manifest_entry(values, row, where, registry))
     return entries
+
+
+_EXPECTED_COLUMNS = "columns url, path and optionally sha256, md5, size"
+
+
+def _manifest_header(records: list[list[str]], where: str) -> list[str]:
+    """Return the lower-cased column names of the header row; raise if unknown, repeated or missing."""
+    if not records or not any(cell.strip() for cell in records[0]):
+        raise ValueError(f"{where}, row 1: no header row; expected a header with {_EXPECTED_COLUMNS}")
+    header = [cell.strip().lower() for cell in records[0]]
+    header_text = ",".join(records[0])
+    for i, name in enumerate(header):
+        if name not in MANIFEST_COLUMNS:
+            raise ValueError(
+                f'{where}, row 1 (header "{header_text}"), column {i + 1}: unknown column "{records[0][i]}"; '
+                f"expected {_EXPECTED_COLUMNS}"
+            )
+        if name in header[:i]:
+            raise ValueError(f'{where}, row 1 (header "{header_text}"): column "{name}" appears twice')
+    for name in REQUIRED_COLUMNS:
+        if name not in header:
+            raise ValueError(
+                f'{where}, row 1 (header "{header_text}"): missing required column "{name}"; expected {_EXPECTED_COLUMNS}'
+            )
+    return header
+
+
+def _cell_error(where: str, row: int, column: str, value: str, problem: str, expected: str) -> NoReturn:
+    raise ValueError(f'{where}, row {row}, column "{column}": value "{value}" {problem}; expected {expected}')
+
+
+def _manifest_entry(values: dict[str, str], row: int, where: str, registry: _PathRegistry) -> DownloadEntry:
+    """Return the entry of one manifest row (``values``: column -> stripped cell); raise if invalid."""
+    url = values["url"]
+    if not url:
+        _cell_error(where, row, "url", url, "is empty", "an http:// or https:// URL")
+    problem = _check_url(url)
+    if problem:
+        _cell_error(where, row, "url", url, problem, "an http:// or https:// URL")
+
+    raw_path = values["path"]
+    try:
+        norm = _normalise_entry_path(raw_path)
+    except ValueError as exc:
+        _cell_error(where, row, "path", raw_path, str(exc), "a relative file path inside the destination folder")
+    clash = registry.add(norm, f'row {row} ("{raw_path}")')
+    if clash:
+        _cell_error(where, row, "path", raw_path, clash, "each file path once")
+
+    digests: dict[str, str | None] = {}
+    for algorithm, length in _DIGEST_LENGTHS.items():
+        value = values.get(algorithm, "")
+        if value and (len(value) != length or not _HEX.fullmatch(value)):
+            _cell_error(where, row, algorithm, value, f"is not a {algorithm} digest", f"{length} hexadecimal digits")
+        digests[algorithm] = value.lower() or None
+
+    size_text = values.get("size", "")
+    size = None
+    if size_text:
+        if not size_text.isascii() or not size_text.isdigit():
+            _cell_error(where, row, "size", size_text, "is not a byte count", "a non-negative integer number of bytes")
+        size = int(size_text)
+    return DownloadEntry(url=url, path=norm, sha256=digests["sha256"], md5=digests["md5"], size=size)
 
 
 # --------------------------------------------------------------------------- downloading
@@ -371,7 +449,7 @@ class _Part:
 
 
 def _mismatch(entry: DownloadEntry, size: int, digests: dict[str, str]) -> str | None:
-    """What is wrong with data of ``size`` bytes and ``digests`` for ``entry``, or None."""
+    """Say what is wrong with data of ``size`` bytes and ``digests`` for ``entry``, or None."""
     if entry.size is not None and size != entry.size:
         return f"size mismatch for {entry.url}: expected {entry.size} bytes, got {size}"
     for name in _DIGEST_LENGTHS:
@@ -562,7 +640,7 @@ class _Downloader:
             else:
                 problem = _mismatch(entry, part.size, part.digests())
                 if problem is None:
-                    os.chmod(part.path, _FILE_MODE)
+                    os.chmod(part.path, file_mode())
                     os.replace(part.path, final)
                     _fsync_dir(final.parent)
                     return "done"
@@ -573,15 +651,32 @@ class _Downloader:
             log.warning("%s; discarding the data and downloading again from scratch", problem)
 
     def attempt(self, index: int, entry: DownloadEntry, part: _Part) -> None:
-        """One request. Returns when the part holds everything the server has; raises
-        _Transient (retry), _Mismatch (complete but wrong size) or _Fatal (give up)."""
+        """Make one request for ``entry`` and append what it sends to ``part``.
+
+        Returns when the part holds everything the server has; raises _Transient (retry),
+        _Mismatch (complete but wrong size) or _Fatal (give up).
+        """
         url = entry.url
         start = part.size
+        response = self.request(url, start)
+        with response:
+            opened = _open_mode(response, entry, part, start)
+            if opened is None:
+                return  # the part was already complete
+            mode, total = opened
+            if entry.size is not None and total is not None and total != entry.size:
+                raise _Mismatch(f"size mismatch for {url}: expected {entry.size} bytes, the server has {total}")
+            self.receive(response, part, mode, index, url)
+        if total is not None and part.size < total:
+            raise _Transient(f"transfer of {url} ended early: {part.size} of {total} bytes")
+
+    def request(self, url: str, start: int) -> requests.Response:
+        """GET ``url`` from byte ``start`` on (streamed, not decoded); classify failures."""
         headers = {"Accept-Encoding": "identity"}
         if start > 0:
             headers["Range"] = f"bytes={start}-"
         try:
-            response = self.session().get(url, headers=headers, stream=True, timeout=self.timeout)
+            return self.session().get(url, headers=headers, stream=True, timeout=self.timeout)
         except requests.exceptions.SSLError as exc:
             raise _Fatal(f"TLS error for {url}: {exc}") from None
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -589,56 +684,55 @@ class _Downloader:
         except requests.RequestException as exc:
             raise _Fatal(f"request for {url} failed: {type(exc).__name__}: {exc}") from None
 
-        with response:
-            status = response.status_code
-            if status == 416 and start > 0:
-                _, _, total = _content_range(response.headers.get("Content-Range"))
-                expected = entry.size if entry.size is not None else total
-                if expected is not None and start == expected:
-                    return  # the part was already complete
-                part.delete()
-                raise _Transient(
-                    f"HTTP 416 for {url} when resuming at byte {start} (server size {total}); starting over"
-                )
-            if status in _RETRY_STATUSES or 500 <= status < 600:
-                raise _Transient(f"HTTP {status} {response.reason} for {url}", _retry_after(response))
-            if status not in (200, 206):
-                raise _Fatal(f"HTTP {status} {response.reason} for {url}")
+    def receive(self, response: requests.Response, part: _Part, mode: str, index: int, url: str) -> None:
+        """Stream the body into the part file (opened with ``mode``), fsynced at the end."""
+        try:
+            with open(part.path, mode) as fh:
+                for chunk in response.raw.stream(CHUNK_SIZE, decode_content=False):
+                    if self.stop.is_set():
+                        raise _Fatal(f"interrupted while downloading {url}")
+                    part.write(fh, chunk)
+                    self.advance(index, part.size)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except _NETWORK_ERRORS as exc:
+            raise _Transient(f"transfer of {url} interrupted after {part.size} bytes: {exc}") from None
+        except OSError as exc:
+            raise _Fatal(f"cannot write {part.path} for {url}: {exc}") from None
 
-            if status == 206:
-                header = response.headers.get("Content-Range")
-                first, _, total = _content_range(header)
-                if first != start:
-                    part.delete()
-                    raise _Transient(
-                        f"{url} answered Range bytes={start}- with Content-Range {header!r}; starting over"
-                    )
-                mode = "ab"
-            else:
-                if start > 0:
-                    log.debug("%s ignored the Range request; starting over", url)
-                length = response.headers.get("Content-Length", "")
-                total = int(length) if length.strip().isdigit() else None
-                mode = "wb"
-                part.reset()
-            if entry.size is not None and total is not None and total != entry.size:
-                raise _Mismatch(f"size mismatch for {url}: expected {entry.size} bytes, the server has {total}")
 
-            try:
-                with open(part.path, mode) as fh:
-                    for chunk in response.raw.stream(CHUNK_SIZE, decode_content=False):
-                        if self.stop.is_set():
-                            raise _Fatal(f"interrupted while downloading {url}")
-                        part.write(fh, chunk)
-                        self.advance(index, part.size)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except _NETWORK_ERRORS as exc:
-                raise _Transient(f"transfer of {url} interrupted after {part.size} bytes: {exc}") from None
-            except OSError as exc:
-                raise _Fatal(f"cannot write {part.path} for {url}: {exc}") from None
-        if total is not None and part.size < total:
-            raise _Transient(f"transfer of {url} ended early: {part.size} of {total} bytes")
+def _open_mode(response: requests.Response, entry: DownloadEntry, part: _Part, start: int):
+    """How to store the body of ``response``: ``(file mode, total size or None)``.
+
+    ``None`` when a resumed part turns out to be complete already. Raises _Transient or
+    _Fatal for error statuses, and _Transient (after discarding the part) when a resume
+    cannot continue where the part ends.
+    """
+    url = entry.url
+    status = response.status_code
+    if status == 416 and start > 0:
+        _, _, total = _content_range(response.headers.get("Content-Range"))
+        expected = entry.size if entry.size is not None else total
+        if expected is not None and start == expected:
+            return None
+        part.delete()
+        raise _Transient(f"HTTP 416 for {url} when resuming at byte {start} (server size {total}); starting over")
+    if status in _RETRY_STATUSES or 500 <= status < 600:
+        raise _Transient(f"HTTP {status} {response.reason} for {url}", _retry_after(response))
+    if status not in (200, 206):
+        raise _Fatal(f"HTTP {status} {response.reason} for {url}")
+    if status == 206:
+        header = response.headers.get("Content-Range")
+        first, _, total = _content_range(header)
+        if first != start:
+            part.delete()
+            raise _Transient(f"{url} answered Range bytes={start}- with Content-Range {header!r}; starting over")
+        return "ab", total
+    if start > 0:
+        log.debug("%s ignored the Range request; starting over", url)
+    length = response.headers.get("Content-Length", "")
+    part.reset()
+    return "wb", int(length) if length.strip().isdigit() else None
 
 
 def download_all(
@@ -654,22 +748,77 @@ def download_all(
 ) -> DownloadReport:
     """Download ``entries`` into ``dest`` (see the module docstring for the guarantees).
 
-    ``workers`` downloads run at once (a polite limit per call). A transient failure is retried
-    up to ``retries`` times, waiting ``backoff * 2**k`` seconds (plus up to 25 % jitter, at most
-    :data:`MAX_BACKOFF`, longer if the server sends ``Retry-After``); an attempt that added
-    bytes to a resumable ``.part`` file does not use up a retry. ``timeout`` is the connect and
-    read timeout in seconds. ``progress`` shows a tqdm bar over bytes when every size is known,
-    over files otherwise. ``session`` is used by all workers if given (for example for
-    authentication); otherwise each worker thread has its own :class:`requests.Session`.
+    Parameters
+    ----------
+    entries : iterable of DownloadEntry
+        The files to fetch.
+    dest : path-like
+        Destination folder (created if needed); entry paths are relative to it.
+    workers : int, optional
+        Downloads that run at once (a polite limit per call), >= 1.
+    retries : int, optional
+        Retries of a transient failure, >= 0, waiting ``backoff * 2**k`` seconds (plus up
+        to 25 % jitter, at most :data:`MAX_BACKOFF`, longer if the server sends
+        ``Retry-After``); an attempt that added bytes to a resumable ``.part`` file does
+        not use up a retry.
+    backoff : float, optional
+        The first wait in seconds.
+    timeout : float, optional
+        Connect and read timeout in seconds.
+    progress : bool, optional
+        Show a tqdm bar over bytes when every size is known, over files otherwise.
+    session : requests.Session, optional
+        Used by all workers if given (for example for authentication); otherwise each
+        worker thread has its own :class:`requests.Session`.
 
-    Raises ValueError, before any request, for a URL that is not http(s), an unsafe path or
-    colliding paths; every other problem is reported per file in the returned report.
+    Returns
+    -------
+    DownloadReport
+        What was downloaded, skipped and failed (with reasons), in entry order.
+
+    Raises
+    ------
+    ValueError
+        Before any request, for a URL that is not http(s), an unsafe path or colliding
+        paths, or a bad ``workers`` / ``retries``; every other problem is reported per file
+        in the returned report.
     """
     entries = list(entries)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if retries < 0:
         raise ValueError(f"retries must be non-negative, got {retries}")
+    paths = _checked_paths(entries)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if not entries:
+        return DownloadReport()
+    downloader = _Downloader(
+        entries,
+        paths,
+        dest,
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+        progress=progress,
+        session=session,
+    )
+    outcomes = _run_workers(downloader, len(entries), workers)
+    report = DownloadReport()
+    for entry, (status, reason) in zip(entries, outcomes):
+        if status == "done":
+            report.done.append(entry)
+        elif status == "skipped":
+            report.skipped.append(entry)
+        else:
+            report.failed.append((entry, reason))
+    if report.failed:
+        log.warning("%s", report.summary())
+    return report
+
+
+def _checked_paths(entries: list[DownloadEntry]) -> list[str]:
+    """Return the normalised path of every entry; raise for a bad URL or an unsafe or colliding path."""
     registry = _PathRegistry()
     paths = []
     for i, entry in enumerate(entries):
@@ -684,25 +833,14 @@ def download_all(
         if clash:
             raise ValueError(f'entry {i + 1} ({entry.url}): path "{entry.path}" {clash}')
         paths.append(norm)
+    return paths
 
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    report = DownloadReport()
-    if not entries:
-        return report
-    downloader = _Downloader(
-        entries,
-        paths,
-        dest,
-        retries=retries,
-        backoff=backoff,
-        timeout=timeout,
-        progress=progress,
-        session=session,
-    )
-    pool = ThreadPoolExecutor(max_workers=min(workers, len(entries)), thread_name_prefix="download")
+
+def _run_workers(downloader: _Downloader, n: int, workers: int) -> list[tuple[str, str | None]]:
+    """Fetch entries ``0..n-1`` on ``workers`` threads; the outcome of each, in order."""
+    pool = ThreadPoolExecutor(max_workers=min(workers, n), thread_name_prefix="download")
     try:
-        outcomes = list(pool.map(downloader.run_one, range(len(entries))))
+        return list(pool.map(downloader.run_one, range(n)))
     except BaseException:  # KeyboardInterrupt: stop the workers at their next chunk; .part files stay
         downloader.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -710,16 +848,6 @@ def download_all(
     finally:
         pool.shutdown(wait=True)
         downloader.close()
-    for entry, (status, reason) in zip(entries, outcomes):
-        if status == "done":
-            report.done.append(entry)
-        elif status == "skipped":
-            report.skipped.append(entry)
-        else:
-            report.failed.append((entry, reason))
-    if report.failed:
-        log.warning("%s", report.summary())
-    return report
 
 
 # --------------------------------------------------------------------------- zip
@@ -728,17 +856,31 @@ def download_all(
 def safe_extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     """Extract the zip ``archive`` into ``dest`` safely and return its files' paths.
 
-    Every member is checked before anything is written: a member whose name is absolute,
-    has a ``..`` segment (backslashes count as separators), is a symbolic link, or would land
-    outside ``dest`` through a symlink already there raises ValueError naming the archive and
-    the member, and then nothing is extracted. Each file is written to a temporary name in its
-    folder, fsynced and renamed into place (the zip CRC is checked on the way, so a corrupt
-    member leaves nothing behind). A file already present with the member's size is left alone,
-    so a re-run is cheap. Folders are created as needed; files get ``0666 & ~umask`` (``0777``
-    for members marked executable).
+    Every member is checked before anything is written. Each file is written to a
+    temporary name in its folder, fsynced and renamed into place (the zip CRC is checked on
+    the way, so a corrupt member leaves nothing behind). A file already present with the
+    member's size is left alone, so a re-run is cheap. Folders are created as needed; files
+    get ``0666 & ~umask`` (``0777`` for members marked executable).
 
-    Returns the resolved paths of all regular-file members in archive order, whether extracted
-    now or already present.
+    Parameters
+    ----------
+    archive : path-like
+        The zip file.
+    dest : path-like
+        Destination folder (created if needed).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The resolved paths of all regular-file members in archive order, whether
+        extracted now or already present.
+
+    Raises
+    ------
+    ValueError
+        Naming the archive and the member, if a member's name is absolute, has a ``..``
+        segment (backslashes count as separators), is a symbolic link, or would land
+        outside ``dest`` through a symlink already there; then nothing is extracted.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -779,7 +921,7 @@ def safe_extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> lis
 def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
     """Write one member to a temporary file beside ``target`` and rename it into place."""
     executable = (info.external_attr >> 16) & 0o111
-    mode = (0o777 if executable else 0o666) & ~_UMASK
+    mode = file_mode(executable=bool(executable))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out, zf.open(info) as src:

@@ -6,9 +6,9 @@ computed on the features themselves (``workflow_scripts/metrics``).
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from workflow_scripts.validation import check_fraction, check_int, check_real, real_matrix
 
 #: Methods :func:`embed_2d` understands.
 METHODS = ("umap", "tsne", "pca")
@@ -40,6 +40,12 @@ def standardise(features: np.ndarray) -> np.ndarray:
     ------
     ValueError
         If ``features`` is not a 2-D finite real array.
+
+    Examples
+    --------
+    >>> standardise(np.array([[1.0, 5.0], [3.0, 5.0]]))
+    array([[-1.],
+           [ 1.]])
     """
     x = _as_feature_matrix(features)
     # Constant columns carry no information and would divide by zero.
@@ -99,20 +105,14 @@ def embed_2d(
         If ``features`` is not a finite 2-D real array with at least 3 rows, or a parameter
         is out of range.
     """
-    x = _as_feature_matrix(features)
+    x = _as_feature_matrix(features, min_rows=3)
     n = x.shape[0]
-    if n < 3:
-        raise ValueError(f"features: got {n} rows (shape {x.shape}), expected at least 3")
     if method not in METHODS:
         raise ValueError(f"method: got {method!r}, expected one of {METHODS}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed: got {seed!r}, expected a non-negative integer")
-    if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 2:
-        raise ValueError(f"n_neighbors: got {n_neighbors!r}, expected an integer >= 2")
-    if not 0.0 <= float(min_dist) <= 1.0:
-        raise ValueError(f"min_dist: got {min_dist!r}, expected a value in [0, 1]")
-    if not float(perplexity) > 0:
-        raise ValueError(f"perplexity: got {perplexity!r}, expected a positive number")
+    seed = check_int("seed", seed, 0)
+    n_neighbors = check_int("n_neighbors", n_neighbors, 2)
+    min_dist = check_fraction("min_dist", min_dist)
+    perplexity = check_real("perplexity", perplexity, 0.0, strict=True)
 
     z = standardise(x)
     if z.shape[1] < 2:
@@ -124,31 +124,23 @@ def embed_2d(
     if method == "pca":
         coords = _pca(z, 2, seed)
     elif method == "umap":
-        coords = _umap(z, seed=int(seed), n_neighbors=int(n_neighbors), min_dist=float(min_dist))
+        coords = _umap(z, seed=seed, n_neighbors=n_neighbors, min_dist=min_dist)
     else:
-        coords = _tsne(z, seed=int(seed), perplexity=float(perplexity))
+        coords = _tsne(z, seed=seed, perplexity=perplexity)
     return np.ascontiguousarray(coords, dtype=np.float32)
 
 
-def _as_feature_matrix(features: np.ndarray) -> np.ndarray:
-    """Validate a feature matrix and return it as float64."""
+def _as_feature_matrix(features, min_rows: int = 1) -> np.ndarray:
+    """Return a feature matrix as float64 (:func:`~workflow_scripts.validation.real_matrix`).
+
+    Booleans count as 0 and 1, and a matrix without columns gets a message of its own.
+    """
     x = np.asarray(features)
-    if x.ndim != 2:
-        raise ValueError(
-            f"features: got an array of shape {x.shape}, expected 2-D (N cells, D features)"
-        )
-    if x.shape[1] == 0:
+    if x.ndim == 2 and x.shape[1] == 0:
         raise ValueError(f"features: got shape {x.shape}, expected at least one column")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
-        raise ValueError(f"features: got dtype {x.dtype}, expected a real numeric dtype")
-    x = x.astype(np.float64, copy=False)
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise ValueError(
-            f"features: {bad} of {x.shape[0]} rows contain NaN or infinite values, "
-            "expected finite values (drop or impute them first)"
-        )
-    return x
+    if x.dtype == bool:
+        x = x.astype(np.float64)
+    return real_matrix(x, "features", min_rows=min_rows)
 
 
 def _pca(z: np.ndarray, n_components: int, seed: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Cell and group filtering with every drop counted by stage and reason."""
+"""Filter cells and groups, counting every drop by stage and reason."""
 
 from __future__ import annotations
 
@@ -18,20 +18,59 @@ def filter_cells(
     min_cells_per_group: int = 1,
     group_by: str = "Metadata_group",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Apply QC and the group-size rule to the cells of all shards.
+    """Apply QC and the group-size rule to the cells of all shards, counting every drop.
+
+    Each cell is counted once, under the first filter it fails: area below ``min_area``, area
+    above ``max_area``, saturated fraction above ``max_saturated_fraction``, then membership of
+    a group (``group_by``) left with fewer than ``min_cells_per_group`` cells.
 
     Parameters
     ----------
-    cells : table of segmented cells (``Metadata_area``, ``QC_saturated_fraction``, ``group_by``).
-    segmentation_qc : one record per shard from the segmentation stage (``n_fields``,
-        ``n_objects``, ``n_edge_dropped``, ``fields_without_cells`` and, when fields were
-        skipped on loading, ``fields_skipped``: ``{image, reason, message}`` records), counted
-        in the drop table.
+    cells : pandas.DataFrame
+        Segmented cells of all shards (``Metadata_area``, ``QC_saturated_fraction`` if any,
+        and the ``group_by`` column); may be empty.
+    segmentation_qc : list of dict
+        One record per shard from the segmentation stage (``n_fields``, ``n_objects``,
+        ``n_edge_dropped``, ``fields_without_cells`` and, when fields were skipped on
+        loading, ``fields_skipped``: ``{image, reason, message}`` records), counted in the
+        drop table.
+    min_area : int, optional
+        Smallest nucleus area kept (px).
+    max_area : int or None, optional
+        Largest nucleus area kept (px); None: no upper bound.
+    max_saturated_fraction : float, optional
+        Largest share of saturated pixels in a cell's window.
+    min_cells_per_group : int, optional
+        Groups with fewer cells left are dropped whole.
+    group_by : str, optional
+        Column naming each cell's group.
 
     Returns
     -------
-    kept : the cells that pass, in their original order.
-    drops : table with columns stage, reason, unit (cells / fields / groups), count.
+    kept : pandas.DataFrame
+        The cells that pass, in their original order (index reset).
+    drops : pandas.DataFrame
+        Columns ``stage``, ``reason``, ``unit`` (cells / fields / groups) and ``count``.
+
+    Raises
+    ------
+    ValueError
+        If ``group_by`` is not a column of a non-empty ``cells``.
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"Metadata_area": [50, 400, 500, 600], "Metadata_group": ["a", "a", "b", "b"]})
+    >>> qc = [{"n_fields": 1, "n_objects": 5, "n_edge_dropped": 1, "fields_without_cells": []}]
+    >>> kept, drops = filter_cells(cells, qc, min_area=100, min_cells_per_group=2)
+    >>> kept["Metadata_area"].tolist()
+    [500, 600]
+    >>> drops[drops["stage"] == "filter"]
+        stage               reason    unit  count
+    4  filter       area_below_min   cells      1
+    5  filter  group_below_2_cells   cells      1
+    6  filter  group_below_2_cells  groups      1
+    7  filter                 kept   cells      2
+    8  filter                 kept  groups      1
     """
     rows = []
 

@@ -14,11 +14,13 @@ USER_ERRORS = (ValueError, OSError)
 
 
 def _limit_threads(threads) -> None:
-    """Keep the job to its ``threads``: OpenCV, the BLAS and OpenMP pools (numpy, scipy,
-    scikit-learn), numba (UMAP) and torch each start one thread per core by default, and Snakemake runs
-    several jobs side by side on the cores it was given (``snakemake`` sets these for
-    ``shell:`` rules only, not for ``script:`` rules). Scripts that want other torch threads
-    set them after this."""
+    """Keep the job to its ``threads``.
+
+    OpenCV, the BLAS and OpenMP pools (numpy, scipy, scikit-learn), numba (UMAP) and torch each
+    start one thread per core by default, and Snakemake runs several jobs side by side on the
+    cores it was given (``snakemake`` sets these for ``shell:`` rules only, not for ``script:``
+    rules). Scripts that want other torch threads set them after this.
+    """
     threads = max(1, int(threads or 1))
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[name] = str(threads)  # pools created from now on
@@ -40,6 +42,18 @@ def run(snakemake, main) -> None:
     """Call ``main(snakemake)`` with logging sent to the rule's log file (and stderr).
 
     A failure exits non-zero, so Snakemake marks the job failed and removes its outputs.
+
+    Parameters
+    ----------
+    snakemake : snakemake.script.Snakemake
+        The object Snakemake gives a ``script:`` rule (``log``, ``threads``, ``rule``, ...).
+    main : callable
+        The script's entry point, called with ``snakemake``.
+
+    Raises
+    ------
+    SystemExit
+        With status 1 after a :data:`USER_ERRORS` error, logged without its traceback.
     """
     handlers = [logging.StreamHandler(sys.stderr)]
     file_handler = None

@@ -1,5 +1,4 @@
-"""Nucleus scale: estimated once per dataset, and every size of segmentation and cropping
-derived from it.
+"""Estimate the nucleus scale once per dataset, and derive every size of segmentation and cropping.
 
 Real images come at 10x to 63x, so nuclei span 5 to 150 px across; fixed pixel sizes fit one
 magnification only. :func:`estimate_scale` measures the typical nucleus diameter on a sample
@@ -22,24 +21,35 @@ and within 1.5x for all of them (benchmarks/segmentation_quality.py).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import pandas as pd
 from skimage.measure import regionprops
 
+from .io import read_fields
 from .segment import _background, _contrast_to_noise, _fill_small_holes, _gaussian, _label8, _otsu_levels, _rows
 
 __all__ = [
     "AUTO",
+    "FIELD_QC_COLUMNS",
+    "FLAGS",
     "STAGE_KEYS",
+    "dataset_scale",
     "dataset_warnings",
     "estimate_scale",
     "field_flags",
+    "field_qc_table",
     "resolve_crop",
     "resolve_segmentation",
+    "sample_fields",
+    "segmentation_report",
 ]
+
+log = logging.getLogger(__name__)
 
 AUTO = "auto"
 
@@ -73,9 +83,9 @@ def _area(diameter: float) -> float:
 
 
 def _level_stats(smoothed: np.ndarray, level: int) -> tuple[int, float]:
-    """(number of nucleus-like objects, typical diameter) of ``smoothed`` cut at one Otsu level.
+    """Count the nucleus-like objects of ``smoothed`` cut at one Otsu level, and their diameter.
 
-    Nucleus-like: convex (solidity >= 0.85) and within 4x of the area-weighted median object
+    Returns (number of nucleus-like objects, typical diameter). Nucleus-like: convex (solidity >= 0.85) and within 4x of the area-weighted median object
     area. The diameter is the median equivalent diameter of all objects of at least a tenth of
     that area (so specks of noise do not drag it down). (0, nan) when nothing is found.
     """
@@ -105,19 +115,23 @@ def _level_stats(smoothed: np.ndarray, level: int) -> tuple[int, float]:
 
 
 def _candidates(shape) -> list[tuple[int, float]]:
-    """(Otsu level, background radius or 0) pairs the estimate tries, plain Otsu first: the
-    levels of :func:`segment._otsu_levels` on the field as it is, then plain Otsu after
+    """List the (Otsu level, background radius or 0) pairs the estimate tries, plain Otsu first.
+
+    The levels of :func:`segment._otsu_levels` on the field as it is, then plain Otsu after
     subtracting a background of radius 1/4, 1/8 and 1/16 of the field (vignetting, a bright
-    corner or a glowing tissue: the nuclei are smaller than any of these, their size unknown)."""
+    corner or a glowing tissue: the nuclei are smaller than any of these, their size unknown).
+    """
     side = min(shape)
     radii = [side / k for k in (4, 8, 16) if side / k >= 8]
     return [(level, 0.0) for level in _LEVELS] + [(0, r) for r in radii]
 
 
 def _field_levels(nuclear: np.ndarray, min_snr: float) -> list[tuple[int, float]] | None:
-    """:func:`_level_stats` of one field for every candidate of :func:`_candidates`, in order; None for
-    a field without nuclear signal (contrast to noise below ``min_snr`` at plain Otsu: camera
-    noise, an empty well), which would otherwise lend its specks to the estimate."""
+    """Return :func:`_level_stats` of one field for every candidate of :func:`_candidates`, in order.
+
+    None for a field without nuclear signal (contrast to noise below ``min_snr`` at plain Otsu:
+    camera noise, an empty well), which would otherwise lend its specks to the estimate.
+    """
     image = np.asarray(nuclear, dtype=np.float32)
     smoothed = _gaussian(image.copy(), 1.0, overwrite=True)
     lo, hi, _, _ = cv2.minMaxLoc(smoothed)
@@ -133,7 +147,7 @@ def _field_levels(nuclear: np.ndarray, min_snr: float) -> list[tuple[int, float]
 
 
 def estimate_scale(fields: Sequence[np.ndarray], *, min_snr: float = _MIN_SNR) -> dict:
-    """Typical nucleus diameter of a dataset from a sample of its nuclear-channel images.
+    """Estimate the typical nucleus diameter of a dataset from a sample of its nuclear channels.
 
     Parameters
     ----------
@@ -194,7 +208,7 @@ def _is_auto(value) -> bool:
 
 
 def resolve_segmentation(config: dict, scale: dict) -> tuple[dict, dict]:
-    """The keyword arguments of :func:`segment.segment_nuclei_qc` for one dataset.
+    """Resolve the keyword arguments of :func:`segment.segment_nuclei_qc` for one dataset.
 
     Parameters
     ----------
@@ -257,12 +271,33 @@ def resolve_segmentation(config: dict, scale: dict) -> tuple[dict, dict]:
 
 
 def resolve_crop(config: dict, diameter: float) -> dict:
-    """The crop section with ``size: auto`` replaced by ``scale x diameter`` (rounded to an
-    even number of px, at least 8): a window that keeps the whole cell around its nucleus.
+    """Resolve the crop section: ``size: auto`` becomes ``scale x diameter``.
 
-    Within 10% of ``resize_to`` or of a multiple of it, the window takes that size instead, so
-    the crops are cut at the model's resolution or shrunk by an exact block mean rather than
-    resampled (no interpolation blur, and a tenth of the cost)."""
+    The size is rounded to an even number of px, at least 8: a window that keeps the whole
+    cell around its nucleus. Within 10% of ``resize_to`` or of a multiple of it, the window
+    takes that size instead, so the crops are cut at the model's resolution or shrunk by an
+    exact block mean rather than resampled (no interpolation blur, and a tenth of the cost).
+
+    Parameters
+    ----------
+    config : dict
+        The ``crop`` section: ``size`` (px or ``"auto"``), ``resize_to``, ``edge`` and
+        ``scale`` (window side in nucleus diameters, default 3.5; not passed on).
+    diameter : float
+        The dataset's nucleus diameter (px).
+
+    Returns
+    -------
+    dict
+        ``config`` without ``scale``, with ``size`` in px.
+
+    Examples
+    --------
+    >>> resolve_crop({"size": "auto", "resize_to": 64, "edge": "drop"}, 30.0)
+    {'size': 104, 'resize_to': 64, 'edge': 'drop'}
+    >>> resolve_crop({"size": "auto", "resize_to": 64, "scale": 3.5}, 18.0)
+    {'size': 64, 'resize_to': 64}
+    """
     crop = dict(config)
     scale = float(crop.pop("scale", 3.5))
     if _is_auto(crop.get("size", AUTO)):
@@ -277,13 +312,38 @@ def resolve_crop(config: dict, diameter: float) -> dict:
 
 
 def field_flags(qc: dict, diameter: float, *, tolerance: float, max_dropped_fraction: float) -> list[str]:
-    """Why one field's segmentation looks wrong (empty list when it looks fine).
+    """List why one field's segmentation looks wrong (empty list when it looks fine).
 
     ``low_contrast``: no nuclear signal above the noise (the field gave no objects);
     ``no_nuclei``: nothing left after the size filters; ``size_filters``: the area filters
     dropped more than ``max_dropped_fraction`` of the thresholded foreground;
     ``scale_mismatch``: the field's median nucleus differs from the dataset's diameter by more
     than ``tolerance`` times (another magnification mixed in, or fragments / clumps).
+
+    Parameters
+    ----------
+    qc : dict
+        The field's QC of :func:`workflow_scripts.segment.segment_nuclei_qc` (missing keys
+        count as nothing found).
+    diameter : float
+        The dataset's nucleus diameter (px).
+    tolerance : float
+        Largest accepted ratio between the field's median nucleus and ``diameter``, either way.
+    max_dropped_fraction : float
+        Largest accepted share of the thresholded foreground dropped by the area filters.
+
+    Returns
+    -------
+    list of str
+        The flags, in the order above; ``low_contrast`` comes alone.
+
+    Examples
+    --------
+    >>> field_flags({"n_objects": 30, "foreground_px": 1e4, "diameter": 40.0}, 20.0,
+    ...             tolerance=1.5, max_dropped_fraction=0.5)
+    ['scale_mismatch']
+    >>> field_flags({"low_contrast": True}, 20.0, tolerance=1.5, max_dropped_fraction=0.5)
+    ['low_contrast']
     """
     flags = []
     if qc.get("low_contrast"):
@@ -307,10 +367,31 @@ def _names(fields, limit: int = 5) -> str:
 
 
 def dataset_warnings(dataset: str, table, params: dict, info: dict, *, too_many: float = 5.0) -> list[str]:
-    """Plain-language warnings for a dataset's per-field QC table (one row per field with
-    ``Metadata_image``, ``n_objects``, ``flags`` -- a ';'-joined string -- and the counts of
-    :func:`segment.segment_nuclei_qc`). Each names the dataset, the fields and the key to
-    change."""
+    """Write plain-language warnings for a dataset's per-field QC table.
+
+    Each names the dataset, the fields and the key to change.
+
+    Parameters
+    ----------
+    dataset : str
+        Dataset name.
+    table : pandas.DataFrame
+        One row per field with ``Metadata_image``, ``n_objects`` and ``flags`` (a ';'-joined
+        string of :func:`field_flags`), as :func:`field_qc_table` makes it.
+    params : dict
+        The resolved segmentation parameters (``min_snr``, ``min_area``, ``max_area`` are
+        quoted).
+    info : dict
+        ``diameter`` (px) and ``source`` (``"config"`` or ``"auto"`` per parameter).
+    too_many : float, optional
+        A field with more than this many times the median count of objects (and over 20) is
+        reported as crowded.
+
+    Returns
+    -------
+    list of str
+        The warnings; empty when every field looks fine.
+    """
     warnings = []
     source = info["source"]
 
@@ -358,3 +439,236 @@ def dataset_warnings(dataset: str, table, params: dict, info: dict, *, too_many:
                 "and segmentation.diameter / segmentation.min_distance."
             )
     return warnings
+
+
+# --------------------------------------------------------------------------------------------
+# The stage: a dataset's scale from a sample of its shards, and its segmentation QC report
+# --------------------------------------------------------------------------------------------
+def sample_fields(paths: Sequence[str], channel: int, n_fields: int) -> tuple[list[np.ndarray], list[str]]:
+    """Read the nuclear channel of up to ``n_fields`` fields spread over a dataset's shards.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Shard files of :func:`workflow_scripts.io.write_fields`.
+    channel : int
+        Index of the nuclear-stain channel.
+    n_fields : int
+        Number of fields wanted: ``ceil(n_fields / len(paths))`` from each shard, evenly spaced
+        over it (not just its first ones), until there are ``n_fields``.
+
+    Returns
+    -------
+    nuclear : list of (H, W) ndarray
+        The nuclear channels of the sampled fields.
+    names : list of str
+        Their image ids.
+    """
+    per_shard = max(1, -(-n_fields // max(len(paths), 1)))  # ceil: fill the sample
+    nuclear, names = [], []
+    for path in paths:
+        images, _ = read_fields(path)
+        ids = np.load(path)["image_ids"]
+        for i in np.unique(np.linspace(0, len(images) - 1, min(per_shard, len(images))).round().astype(int)):
+            if len(nuclear) < n_fields:
+                nuclear.append(np.asarray(images[i][channel]))
+                names.append(str(ids[i]))
+    return nuclear, names
+
+
+def dataset_scale(
+    dataset: str, nuclear: Sequence[np.ndarray], names: Sequence[str], segmentation: dict, crop: dict
+) -> dict:
+    """Estimate a dataset's nucleus scale and resolve its segmentation and crop sizes.
+
+    Logs the outcome, the sampled fields without nuclear signal, and a warning when no
+    nucleus was found at all (the scale then falls back to a typical one).
+
+    Parameters
+    ----------
+    dataset : str
+        Dataset name, for messages.
+    nuclear : sequence of (H, W) ndarray
+        Nuclear channels of a sample of its fields (:func:`sample_fields`).
+    names : sequence of str
+        Their image ids.
+    segmentation : dict
+        The ``segmentation`` section (see :func:`resolve_segmentation`); its ``min_snr``, when
+        set, is also that of the estimate.
+    crop : dict
+        The ``crop`` section (see :func:`resolve_crop`).
+
+    Returns
+    -------
+    dict
+        The record of ``qc/scale.json``: ``dataset``, ``diameter`` (px, used),
+        ``estimated_diameter``, ``threshold_level``, ``sample`` (``image`` and ``diameter`` of
+        each sampled field), ``segmentation`` (keyword arguments of
+        :func:`workflow_scripts.segment.segment_nuclei_qc`), ``source`` and ``crop``.
+
+    Raises
+    ------
+    ValueError
+        If ``nuclear`` is empty.
+    """
+    if not nuclear:
+        raise ValueError(f"dataset {dataset}: no field to estimate the nucleus scale from")
+    min_snr = segmentation.get("min_snr", AUTO)  # auto: estimate_scale's default
+    scale = estimate_scale(nuclear, **({} if min_snr == AUTO else {"min_snr": float(min_snr)}))
+    params, info = resolve_segmentation(dict(segmentation), scale)
+    crop = resolve_crop(dict(crop), info["diameter"])
+    record = {
+        "dataset": dataset,
+        "diameter": info["diameter"],
+        "estimated_diameter": scale["diameter"],
+        "threshold_level": scale["threshold_level"],
+        "sample": [{"image": n, "diameter": d} for n, d in zip(names, scale["field_diameters"], strict=True)],
+        "segmentation": params,
+        "source": info["source"],
+        "crop": crop,
+    }
+    _log_scale(record, scale, names)
+    return record
+
+
+def _log_scale(record: dict, scale: dict, names: Sequence[str]) -> None:
+    """Log a dataset's scale, its fields without signal, and a warning if it found no nucleus."""
+    dataset, n_sampled = record["dataset"], len(names)
+    log.info(
+        "dataset %s: nucleus diameter %.1f px (%s; estimated %.1f px over %d fields); segmentation %s; crop %s",
+        dataset,
+        record["diameter"],
+        record["source"]["diameter"],
+        scale["diameter"],
+        n_sampled,
+        record["segmentation"],
+        record["crop"],
+    )
+    if scale["n_without_signal"] and np.isfinite(scale["diameter"]):
+        log.info(
+            "dataset %s: %d sampled field(s) hold no nuclear signal (left out of the estimate): %s",
+            dataset,
+            scale["n_without_signal"],
+            ", ".join(n for n, d in zip(names, scale["field_diameters"], strict=True) if not np.isfinite(d)),
+        )
+    if not np.isfinite(scale["diameter"]):
+        log.warning(
+            "dataset %s: no nucleus found in the %d sampled fields (%s); the scale falls back to %.0f px. "
+            "Check the nucleus channel, or set segmentation.diameter.",
+            dataset,
+            n_sampled,
+            ", ".join(names[:5]),
+            record["diameter"],
+        )
+
+
+#: Columns of the per-field segmentation QC table (``qc/segmentation_fields.csv``).
+FIELD_QC_COLUMNS = [
+    "Metadata_image",
+    "n_objects",
+    "n_crops",
+    "diameter",
+    "snr",
+    "foreground_px",
+    "kept_px",
+    "kept_fraction",
+    "n_too_small",
+    "n_too_large",
+    "background_corrected",
+    "flags",
+]
+
+#: The flags of :func:`field_flags`, counted in the summary of :func:`segmentation_report`.
+FLAGS = ("low_contrast", "no_nuclei", "size_filters", "scale_mismatch")
+
+
+def field_qc_table(records: Sequence[dict], diameter: float, *, tolerance: float, max_dropped_fraction: float):
+    """Tabulate the per-field segmentation QC of a dataset, with each field's flags.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Per-field records of :func:`workflow_scripts.cells.segment_shard` (the QC of
+        :func:`workflow_scripts.segment.segment_nuclei_qc` with ``image`` and ``n_crops``).
+    diameter : float
+        The dataset's nucleus diameter (px).
+    tolerance, max_dropped_fraction : float
+        As for :func:`field_flags`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per record, columns :data:`FIELD_QC_COLUMNS`: the counts, ``kept_fraction``
+        (kept / thresholded pixels, NaN without foreground) and ``flags`` (';'-joined).
+
+    Examples
+    --------
+    >>> qc = {"image": "f0", "n_objects": 12, "n_crops": 10, "diameter": 20.0, "snr": 30.0,
+    ...       "foreground_px": 4000.0, "kept_px": 3000.0, "n_too_small": 3, "n_too_large": 0,
+    ...       "px_too_small": 1000.0, "px_too_large": 0.0, "background_corrected": False}
+    >>> table = field_qc_table([qc], 20.0, tolerance=1.5, max_dropped_fraction=0.2)
+    >>> table[["Metadata_image", "kept_fraction", "flags"]]
+      Metadata_image  kept_fraction         flags
+    0             f0           0.75  size_filters
+    """
+    rows = []
+    for qc in records:
+        flags = field_flags(qc, diameter, tolerance=tolerance, max_dropped_fraction=max_dropped_fraction)
+        foreground = qc["foreground_px"]
+        rows.append(
+            {
+                "Metadata_image": qc["image"],
+                **{k: qc[k] for k in ("n_objects", "n_crops", "diameter", "snr", "foreground_px", "kept_px")},
+                "kept_fraction": qc["kept_px"] / foreground if foreground else float("nan"),
+                "n_too_small": qc["n_too_small"],
+                "n_too_large": qc["n_too_large"],
+                "background_corrected": qc["background_corrected"],
+                "flags": ";".join(flags),
+            }
+        )
+    return pd.DataFrame(rows, columns=FIELD_QC_COLUMNS)
+
+
+def segmentation_report(
+    dataset: str, records: Sequence[dict], scale: dict, *, tolerance: float, max_dropped_fraction: float
+) -> tuple[pd.DataFrame, dict]:
+    """Build a dataset's segmentation QC: the per-field table and the summary with its warnings.
+
+    Parameters
+    ----------
+    dataset : str
+        Dataset name, for the warnings.
+    records : sequence of dict
+        Per-field QC records of all its shards (see :func:`field_qc_table`).
+    scale : dict
+        The dataset's ``qc/scale.json`` record (:func:`dataset_scale`).
+    tolerance, max_dropped_fraction : float
+        As for :func:`field_flags`.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        See :func:`field_qc_table`.
+    summary : dict
+        ``dataset``, ``diameter``, ``diameter_source``, ``n_fields``, ``n_objects``,
+        ``kept_fraction`` (over all fields), ``n_flagged_fields``, ``flag_counts`` (fields per
+        flag of :data:`FLAGS`) and ``warnings`` (:func:`dataset_warnings`).
+    """
+    table = field_qc_table(records, scale["diameter"], tolerance=tolerance, max_dropped_fraction=max_dropped_fraction)
+    info = {"diameter": scale["diameter"], "source": scale["source"]}
+    warnings = dataset_warnings(dataset, table, scale["segmentation"], info)
+    flagged = table[table["flags"] != ""]
+    summary = {
+        "dataset": dataset,
+        "diameter": scale["diameter"],
+        "diameter_source": scale["source"]["diameter"],
+        "n_fields": int(len(table)),
+        "n_objects": int(table["n_objects"].sum()),
+        "kept_fraction": float(table["kept_px"].sum() / max(table["foreground_px"].sum(), 1.0)),
+        "n_flagged_fields": int(len(flagged)),
+        "flag_counts": {
+            flag: int(table["flags"].str.split(";").apply(lambda f, flag=flag: flag in f).sum()) for flag in FLAGS
+        },
+        "warnings": warnings,
+    }
+    return table, summary

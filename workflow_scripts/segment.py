@@ -22,7 +22,7 @@ All functions are pure: arrays in, arrays (or a DataFrame) out, inputs never mod
 
 from __future__ import annotations
 
-import numbers
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -32,54 +32,13 @@ from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
+from .validation import check_bool, check_int, check_label_image, check_real
+
 __all__ = ["match_labels", "object_table", "segment_nuclei", "segment_nuclei_qc"]
 
 # Above this many (label, truth) cells the dense contingency table of ``match_labels`` would
 # need more than ~128 MB; beyond it the sparse path (sorting the observed pairs) is used.
 _DENSE_TABLE_MAX = 1 << 24
-
-
-# --------------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------------
-def _check_integer(name: str, value, minimum: int) -> int:
-    # bool is an Integral subclass, but ``downscale=True`` is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}={value!r} is invalid: expected an integer >= {minimum}")
-    return int(value)
-
-
-def _check_real(name: str, value, minimum: float = 0.0) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not np.isfinite(value)
-        or value < minimum
-    ):
-        raise ValueError(f"{name}={value!r} is invalid: expected a finite number >= {minimum}")
-    return float(value)
-
-
-def _check_bool(name: str, value) -> bool:
-    # Exact type, not isinstance/truthiness: 0, 1 and "yes" are mistakes here, not flags.
-    if type(value) not in (bool, np.bool_):
-        raise ValueError(f"{name}={value!r} is invalid: expected True or False")
-    return bool(value)
-
-
-def _check_label_image(name: str, labels) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(
-            f"{name} has shape {labels.shape} (ndim={labels.ndim}): expected a 2-D label image"
-        )
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise ValueError(f"{name} has dtype {labels.dtype}: expected an integer label image")
-    if labels.size and labels.min() < 0:
-        raise ValueError(
-            f"{name} has minimum {labels.min()}: expected non-negative labels (0 = background)"
-        )
-    return labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,10 +62,9 @@ def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _gaussian(image: np.ndarray, sigma: float, *, overwrite: bool = False) -> np.ndarray:
-    """Gaussian smoothing of a float32 image: ``scipy.ndimage.gaussian_filter`` semantics
-    (kernel radius ``int(4 sigma + 0.5)``, mirror ``reflect`` edges), computed by OpenCV.
+    """Smooth a float32 image as ``scipy.ndimage.gaussian_filter`` does, with OpenCV.
 
-    OpenCV's separable filter is vectorised and about 7x faster than scipy's on a 2048 x 2048
+    Same semantics: kernel radius ``int(4 sigma + 0.5)``, mirror ``reflect`` edges. OpenCV's separable filter is vectorised and about 7x faster than scipy's on a 2048 x 2048
     field (15 ms against 107 ms), where smoothing was the largest single cost of segmentation;
     the two agree to float32 rounding. scipy is used when the kernel is wider than the image
     (OpenCV reflects only once). ``overwrite=True`` lets OpenCV write into ``image`` (a
@@ -121,10 +79,9 @@ def _gaussian(image: np.ndarray, sigma: float, *, overwrite: bool = False) -> np
 
 
 def _otsu_threshold(image: np.ndarray, lo: float, hi: float) -> float:
-    """Otsu's threshold of ``image`` over 256 equal bins from ``lo`` (its minimum) to ``hi``
-    (its maximum), as ``skimage.filters.threshold_otsu``.
+    """Return Otsu's threshold of ``image`` over 256 bins, as ``skimage.filters.threshold_otsu``.
 
-    The bin index of every pixel, ``floor((value - lo) * 256 / (hi - lo))`` (the maximum in the
+    The bins are equal, from ``lo`` (the image's minimum) to ``hi`` (its maximum). The bin index of every pixel, ``floor((value - lo) * 256 / (hi - lo))`` (the maximum in the
     last bin), is computed and stored as uint8 in one OpenCV pass (``convertScaleAbs`` rounds
     ``x - 0.5`` to the nearest integer, which is the floor for every x but integers, i.e. bin
     edges) and OpenCV counts them: a third of the time of ``np.histogram``. The counts agree
@@ -170,20 +127,22 @@ def _fill_small_holes(mask: np.ndarray, max_area: float, pixel_area: float) -> n
 
 
 def _label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected labels (a nucleus whose pixels touch only diagonally is still one nucleus):
+    """Label the 8-connected objects of ``mask``: (int32 labels, number of objects).
+
+    A nucleus whose pixels touch only diagonally is still one nucleus. This is
     ``scipy.ndimage.label(mask, structure=ones((3, 3)))``, computed by OpenCV (SAUF, 3x
     faster): int32 labels numbered in raster order of each object's first pixel, as scipy's
-    (tests/test_segment.py checks it, with several OpenCV threads too)."""
+    (tests/test_segment.py checks it, with several OpenCV threads too).
+    """
     n_labels, labels = cv2.connectedComponentsWithAlgorithm(mask.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF)
     return labels, n_labels - 1
 
 
 def _squared_distance(component: np.ndarray) -> np.ndarray | None:
-    """Squared Euclidean distance of every pixel of ``component`` to its background, exact
-    integers (as float32; float64 for boxes over 4,096 pixels a side), or None for a box
-    without background.
+    """Return the squared Euclidean distance of every pixel of ``component`` to its background.
 
-    The marker search and the watershed only compare distances, so the squared distance gives
+    Exact integers (as float32; float64 for boxes over 4,096 pixels a side), or None for a box
+    without background. The marker search and the watershed only compare distances, so the squared distance gives
     them the same peaks, ties and basins as ``scipy.ndimage.distance_transform_edt``.
     OpenCV's exact transform costs a fraction of scipy's wrapper on the small boxes of single
     nuclei; its float32 result is within 1e-6 of the true distance, so its rounded square is
@@ -201,11 +160,10 @@ def _squared_distance(component: np.ndarray) -> np.ndarray | None:
 def _distance_peaks(
     distance: np.ndarray, component: np.ndarray, min_distance: int, footprint: np.ndarray
 ) -> np.ndarray | None:
-    """``peak_local_max(distance, min_distance=min_distance, labels=component,
-    exclude_border=False)`` for one component, or None where it is not reproduced here (the
-    caller then runs it).
+    """Find the markers of one component as ``peak_local_max`` does; None where not reproduced.
 
-    Same rule, same order: the candidates are the component's pixels equal to the maximum of
+    This is ``peak_local_max(distance, min_distance=min_distance, labels=component,
+    exclude_border=False)``; where it returns None the caller runs ``peak_local_max``. Same rule, same order: the candidates are the component's pixels equal to the maximum of
     their ``(2 min_distance + 1)``-square neighbourhood (edge pixels replicated); they are
     visited from the highest (ties in raster order) and every candidate closer than
     ``min_distance`` (Chebyshev; one at exactly ``min_distance`` stays) to a kept one is
@@ -240,10 +198,12 @@ def _distance_peaks(
 
 
 def _coarse_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
-    """A Gaussian blur of ``image`` for the watershed's intensity term, computed on a copy
-    shrunk 2x (area average) and enlarged back (bilinear) once ``sigma`` is 3 px or more: a
-    4-megapixel field at sigma 4 takes 5 ms instead of 21. Its scale, not its exact shape,
-    matters there (one blob per nucleus)."""
+    """Blur ``image`` with a Gaussian for the watershed's intensity term.
+
+    Once ``sigma`` is 3 px or more the blur is computed on a copy shrunk 2x (area average) and
+    enlarged back (bilinear): a 4-megapixel field at sigma 4 takes 5 ms instead of 21. Its
+    scale, not its exact shape, matters there (one blob per nucleus).
+    """
     if sigma < 3:
         return _gaussian(image, max(sigma, 0.5))
     height, width = image.shape
@@ -285,17 +245,44 @@ def _split_touching(
     n_labels, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
         mask.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF
     )  # the labels of _label8, with every component's box and area in the same pass
-    height, width = mask.shape
     next_label = n_labels - 1
     footprint = np.ones((2 * min_distance + 1,) * 2, dtype=np.uint8)
+    boxes = _splittable_boxes(stats, mask.shape, min_distance, min_size)
+    low, gain = 0.0, 0.0
+    if intensity is not None and len(boxes):
+        low, gain = _intensity_scaling(intensity, mask, weight)
+    for index, box in boxes:
+        component = labels[box] == index
+        bright = None
+        if intensity is not None:
+            bright = intensity[box] - np.float32(low)
+            bright *= np.float32(gain)
+        distance, peaks = _component_markers(component, bright, scale, min_distance, footprint)
+        n_markers = len(peaks)
+        if n_markers < 2:
+            continue
+        _watershed_component(labels[box], component, distance, peaks, next_label)
+        next_label += n_markers
+    return labels
+
+
+def _splittable_boxes(
+    stats: np.ndarray, shape: tuple[int, int], min_distance: int, min_size: float
+) -> list[tuple[int, tuple[slice, slice]]]:
+    """(label, bounding box with one pixel of margin) of every component that may split.
+
+    Two kept peaks are more than ``min_distance`` apart (Chebyshev), which needs a box side of
+    at least ``min_distance + 2``: smaller components cannot split and are skipped cheaply, as
+    are those of fewer than ``min_size`` pixels. ``stats`` is OpenCV's component statistics
+    (x, y, width, height, area per label; row 0 is the background).
+    """
+    height, width = shape
     x, y, w, h, area = stats.T
-    # Two kept peaks are more than ``min_distance`` apart (Chebyshev), which needs a box side of
-    # at least min_distance + 2: smaller components cannot split, skip them cheaply.
     candidates = np.flatnonzero((np.maximum(w, h) >= min_distance + 2) & (area >= min_size))
     candidates = candidates[candidates > 0]
     # One pixel of margin so the component's outline has background around it (at the image
     # edge there is none, as for a whole-image distance transform).
-    boxes = [
+    return [
         (
             int(i),
             (
@@ -305,47 +292,63 @@ def _split_touching(
         )
         for i in candidates
     ]
-    gain, low = 0.0, 0.0
-    if intensity is not None and len(boxes):
-        low, high, _, _ = cv2.minMaxLoc(intensity, mask.view(np.uint8))
-        gain = weight / (high - low) if high > low else 0.0
-    for index, box in boxes:
-        component = labels[box] == index
-        bright = None
-        if intensity is not None:
-            bright = intensity[box] - np.float32(low)
-            bright *= np.float32(gain)
-        # The squared distance stands for the distance: only its order matters below.
-        distance = _squared_distance(component)
-        if distance is None:
-            distance = ndi.distance_transform_edt(component)
-            if bright is not None:
-                distance = distance / scale + bright
-            peaks = None
-        else:
-            if bright is not None:
-                distance = np.sqrt(distance, out=distance) / scale + bright
-            peaks = _distance_peaks(distance, component, min_distance, footprint)
-        if peaks is None:
-            peaks = peak_local_max(
-                distance,
-                min_distance=min_distance,
-                labels=component.view(np.uint8),
-                exclude_border=False,
-            )
-        n_markers = len(peaks)
-        if n_markers < 2:
-            continue
-        # peak_local_max already thinned flat ridges to peaks > min_distance apart, so each
-        # peak is its own marker.
-        markers = np.zeros(component.shape, dtype=np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, n_markers + 1, dtype=np.int32)
-        pieces = watershed(-distance, markers, mask=component, connectivity=2)
-        # Pixels no marker reached keep the component's own label.
-        split = component & (pieces > 0)
-        labels[box][split] = pieces[split] + next_label
-        next_label += n_markers
-    return labels
+
+
+def _intensity_scaling(intensity: np.ndarray, mask: np.ndarray, weight: float) -> tuple[float, float]:
+    """(offset, gain) mapping ``intensity`` over ``mask`` onto ``[0, weight]``; gain 0 when flat."""
+    low, high, _, _ = cv2.minMaxLoc(intensity, mask.view(np.uint8))
+    gain = weight / (high - low) if high > low else 0.0
+    return low, gain
+
+
+def _component_markers(
+    component: np.ndarray,
+    bright: np.ndarray | None,
+    scale: float,
+    min_distance: int,
+    footprint: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(relief, peaks) of one component: the distance (plus ``bright``) and its markers.
+
+    The squared distance stands for the distance where there is no intensity term: only its
+    order matters to the peaks and the watershed. The peaks are :func:`_distance_peaks`', or
+    ``peak_local_max``'s where that does not reproduce them (a box without background, or a
+    component every pixel of which is a maximum).
+    """
+    distance = _squared_distance(component)
+    if distance is None:
+        distance = ndi.distance_transform_edt(component)
+        if bright is not None:
+            distance = distance / scale + bright
+        peaks = None
+    else:
+        if bright is not None:
+            distance = np.sqrt(distance, out=distance) / scale + bright
+        peaks = _distance_peaks(distance, component, min_distance, footprint)
+    if peaks is None:
+        peaks = peak_local_max(
+            distance,
+            min_distance=min_distance,
+            labels=component.view(np.uint8),
+            exclude_border=False,
+        )
+    return distance, peaks
+
+
+def _watershed_component(
+    labels: np.ndarray, component: np.ndarray, distance: np.ndarray, peaks: np.ndarray, offset: int
+) -> None:
+    """Split one component of ``labels`` (a view of its box) in place, one piece per peak.
+
+    The pieces are numbered ``offset + 1 ...``; pixels no marker reached keep the component's
+    own label. ``peak_local_max`` already thinned flat ridges to peaks more than
+    ``min_distance`` apart, so each peak is its own marker.
+    """
+    markers = np.zeros(component.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+    pieces = watershed(-distance, markers, mask=component, connectivity=2)
+    split = component & (pieces > 0)
+    labels[split] = pieces[split] + offset
 
 
 def _filter_and_relabel(
@@ -392,12 +395,15 @@ def _filter_and_relabel(
 
 
 def _background(work: np.ndarray, radius: float, *, coarse: bool = False) -> np.ndarray:
-    """Smooth background of a smoothed nuclear image: a morphological opening (rolling-ball
-    style: the lower envelope under objects narrower than ``2 radius``) followed by a Gaussian,
-    computed by OpenCV on a copy shrunk so that the structuring element is ~8 px in radius
-    (``coarse``: ~4 px, a quarter of the cost, enough to tell whether a field is evenly lit), then
-    enlarged back (bilinear). The background varies over many nucleus diameters, so the shrunk
-    copy loses nothing that matters and the opening costs milliseconds at any radius."""
+    """Estimate the smooth background of a smoothed nuclear image.
+
+    A morphological opening (rolling-ball style: the lower envelope under objects narrower than
+    ``2 radius``) followed by a Gaussian, computed by OpenCV on a copy shrunk so that the
+    structuring element is ~8 px in radius (``coarse``: ~4 px, a quarter of the cost, enough to
+    tell whether a field is evenly lit), then enlarged back (bilinear). The background varies
+    over many nucleus diameters, so the shrunk copy loses nothing that matters and the opening
+    costs milliseconds at any radius.
+    """
     radius = max(float(radius), 1.0)
     height, width = work.shape
     factor = max(1, int(radius // (4 if coarse else 8)))
@@ -415,16 +421,21 @@ def _background(work: np.ndarray, radius: float, *, coarse: bool = False) -> np.
 
 
 def _subsample(image: np.ndarray, limit: int = 1 << 18) -> np.ndarray:
-    """A regular grid of at most ~``limit`` pixels of ``image`` (statistics of whole fields do
-    not need every pixel)."""
+    """Return a regular grid of at most ~``limit`` pixels of ``image``.
+
+    Statistics of whole fields do not need every pixel.
+    """
     step = max(1, int(np.sqrt(image.size / limit)))
     return image[::step, ::step]
 
 
 def _is_uneven(work: np.ndarray, background: np.ndarray) -> bool:
-    """True when the background surface varies by more than ``_UNEVEN`` of the contrast between
-    Otsu's two classes of the corrected image (the nuclei against their surround): correcting a
-    flat field would only move the threshold around noise."""
+    """Tell whether the background surface is uneven enough to subtract.
+
+    True when it varies by more than ``_UNEVEN`` of the contrast between Otsu's two classes of
+    the corrected image (the nuclei against their surround): correcting a flat field would only
+    move the threshold around noise.
+    """
     bg = _subsample(background, 1 << 16)
     sample = _subsample(work, 1 << 16) - bg
     lo, hi = float(sample.min()), float(sample.max())
@@ -442,12 +453,15 @@ _UNEVEN = 0.1
 
 
 def _otsu_levels(work: np.ndarray, lo: float, hi: float, gamma: float, level: int) -> float:
-    """Otsu's threshold of ``work`` on the ``gamma`` power of its intensities (1 = linear;
-    0.5 = square root, which gives dim nuclei a fair share of the histogram next to bright
-    ones), optionally repeated on one side of the cut: ``level`` 1 and 2 take Otsu's threshold
-    of the pixels above the previous one (a bright structure -- an embryo, a dense colony --
-    that the first cut separated from the black surround, with the nuclei inside it), ``-1``
-    of the pixels below it. Returned in the units of ``work``."""
+    """Return Otsu's threshold of ``work`` at a gamma and level, in the units of ``work``.
+
+    The threshold is computed on the ``gamma`` power of the intensities (1 = linear; 0.5 =
+    square root, which gives dim nuclei a fair share of the histogram next to bright ones),
+    optionally repeated on one side of the cut: ``level`` 1 and 2 take Otsu's threshold of the
+    pixels above the previous one (a bright structure -- an embryo, a dense colony -- that the
+    first cut separated from the black surround, with the nuclei inside it), ``-1`` of the
+    pixels below it.
+    """
     if gamma == 1.0 and level == 0:
         return _otsu_threshold(work, lo, hi)  # the reference rule, bin for bin
     span = hi - lo
@@ -467,8 +481,10 @@ def _otsu_levels(work: np.ndarray, lo: float, hi: float, gamma: float, level: in
 
 
 def _rows(image: np.ndarray, limit: int = 1 << 18) -> np.ndarray:
-    """Every k-th row of ``image`` (whole rows, so neighbouring pixels stay neighbours), at
-    most ~``limit`` pixels."""
+    """Return every k-th row of ``image``, at most ~``limit`` pixels.
+
+    Whole rows, so neighbouring pixels stay neighbours.
+    """
     return image[:: max(1, image.size // limit)] if image.shape[1] else image
 
 
@@ -494,8 +510,31 @@ def _contrast_to_noise(raw: np.ndarray, mask: np.ndarray) -> float:
 
 
 def segment_nuclei(nuclear: np.ndarray, **params) -> np.ndarray:
-    """Segment nuclei in a 2-D nuclear-stain image: the labels of :func:`segment_nuclei_qc`
-    (same parameters), without its per-field measurements."""
+    """Segment nuclei in a 2-D nuclear-stain image.
+
+    The labels of :func:`segment_nuclei_qc`, without its per-field measurements.
+
+    Parameters
+    ----------
+    nuclear : (H, W) ndarray, any integer or floating dtype
+        Nuclear channel (bright nuclei on a dark background). Must be finite.
+    **params
+        Keyword arguments of :func:`segment_nuclei_qc`.
+
+    Returns
+    -------
+    labels : (H, W) ndarray of int32
+        0 = background, nuclei labelled 1..n consecutively.
+
+    Examples
+    --------
+    >>> image = np.zeros((40, 40), dtype=np.uint8)
+    >>> image[5:15, 5:15] = 200
+    >>> image[25:35, 22:34] = 200
+    >>> labels = segment_nuclei(image, sigma=1, min_area=20, fill_holes=0)
+    >>> int(labels.max()), labels.dtype
+    (2, dtype('int32'))
+    """
     return segment_nuclei_qc(nuclear, **params)[0]
 
 
@@ -603,55 +642,103 @@ def segment_nuclei_qc(
     Areas are measured at the working (downscaled) resolution and multiplied by
     ``downscale**2`` before being compared with the full-resolution thresholds.
     """
+    nuclear = _check_nuclear(nuclear)
+    settings = _check_settings(
+        downscale=downscale, sigma=sigma, fill_holes=fill_holes, min_area=min_area, max_area=max_area,
+        clear_border=clear_border, split_touching=split_touching, min_distance=min_distance,
+        background=background, background_radius=background_radius, gamma=gamma,
+        threshold_level=threshold_level, min_snr=min_snr, split_intensity=split_intensity, seed_sigma=seed_sigma,
+    )
+    qc = _empty_qc()
+    empty = np.zeros(nuclear.shape, dtype=np.int32)
+    if nuclear.size == 0:
+        return empty, qc
+    mask, seeds = _foreground(nuclear, settings, qc)
+    if mask is None:
+        return empty, qc  # constant image (Otsu undefined) or no nuclear signal
+    labels = _objects(mask, seeds, settings, qc)
+    return _upscale(labels, settings.downscale, nuclear.shape), qc
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The parameters of :func:`segment_nuclei_qc`, checked."""
+
+    downscale: int
+    sigma: float
+    fill_holes: float
+    min_area: float
+    max_area: float | None
+    clear_border: bool
+    split_touching: bool
+    min_distance: int
+    background: str
+    background_radius: float | None
+    gamma: float
+    threshold_level: int
+    min_snr: float
+    split_intensity: float
+    seed_sigma: float
+
+    @property
+    def pixel_area(self) -> float:
+        """Full-resolution pixels per working pixel."""
+        return float(self.downscale * self.downscale)
+
+
+def _check_nuclear(nuclear) -> np.ndarray:
+    """``nuclear`` as an array, if it is a 2-D image of finite real intensities."""
     nuclear = np.asarray(nuclear)
     if nuclear.ndim != 2:
-        raise ValueError(
-            f"nuclear has shape {nuclear.shape} (ndim={nuclear.ndim}): expected a 2-D (H, W) image"
-        )
+        raise ValueError(f"nuclear has shape {nuclear.shape} (ndim={nuclear.ndim}): expected a 2-D (H, W) image")
     if not (
-        np.issubdtype(nuclear.dtype, np.integer)
-        or np.issubdtype(nuclear.dtype, np.floating)
-        or nuclear.dtype == bool
+        np.issubdtype(nuclear.dtype, np.integer) or np.issubdtype(nuclear.dtype, np.floating) or nuclear.dtype == bool
     ):
         raise ValueError(f"nuclear has dtype {nuclear.dtype}: expected an integer or float dtype")
     if np.issubdtype(nuclear.dtype, np.floating):
         n_nan = int(np.count_nonzero(np.isnan(nuclear)))
         n_inf = int(np.count_nonzero(np.isinf(nuclear)))
         if n_nan or n_inf:
+            raise ValueError(f"nuclear contains {n_nan} NaN and {n_inf} inf values: expected finite intensities")
+    return nuclear
+
+
+def _check_settings(**params) -> _Settings:
+    """Check the keyword arguments of :func:`segment_nuclei_qc` (in signature order) and type them."""
+    p = dict(params)
+    p["downscale"] = check_int("downscale", p["downscale"], 1)
+    for name in ("sigma", "fill_holes", "min_area"):
+        p[name] = check_real(name, p[name])
+    if p["max_area"] is not None:
+        p["max_area"] = check_real("max_area", p["max_area"])
+        if p["max_area"] < p["min_area"]:
             raise ValueError(
-                f"nuclear contains {n_nan} NaN and {n_inf} inf values: expected finite intensities"
+                f"max_area={p['max_area']!r} is invalid: expected None or a value >= min_area={p['min_area']!r}"
             )
-    downscale = _check_integer("downscale", downscale, 1)
-    sigma = _check_real("sigma", sigma)
-    fill_holes = _check_real("fill_holes", fill_holes)
-    min_area = _check_real("min_area", min_area)
-    if max_area is not None:
-        max_area = _check_real("max_area", max_area)
-        if max_area < min_area:
-            raise ValueError(
-                f"max_area={max_area!r} is invalid: "
-                f"expected None or a value >= min_area={min_area!r}"
-            )
-    clear_border = _check_bool("clear_border", clear_border)
-    split_touching = _check_bool("split_touching", split_touching)
-    min_distance = _check_integer("min_distance", min_distance, 1)
+    for name in ("clear_border", "split_touching"):
+        p[name] = check_bool(name, p[name])
+    p["min_distance"] = check_int("min_distance", p["min_distance"], 1)
+    background = p["background"]
     if background not in ("none", "tophat", "auto"):
         raise ValueError(f"background={background!r} is invalid: expected 'none', 'tophat' or 'auto'")
     if background != "none":
-        if background_radius is None:
+        if p["background_radius"] is None:
             raise ValueError(f"background={background!r} needs background_radius (px)")
-        background_radius = _check_real("background_radius", background_radius, 1.0)
-    gamma = _check_real("gamma", gamma)
-    if not 0 < gamma <= 1:
-        raise ValueError(f"gamma={gamma!r} is invalid: expected a number in (0, 1]")
-    threshold_level = _check_integer("threshold_level", threshold_level, -1)
-    if threshold_level > 2:
-        raise ValueError(f"threshold_level={threshold_level!r} is invalid: expected -1, 0, 1 or 2")
-    min_snr = _check_real("min_snr", min_snr)
-    split_intensity = _check_real("split_intensity", split_intensity)
-    seed_sigma = _check_real("seed_sigma", seed_sigma)
+        p["background_radius"] = check_real("background_radius", p["background_radius"], 1.0)
+    p["gamma"] = check_real("gamma", p["gamma"])
+    if not 0 < p["gamma"] <= 1:
+        raise ValueError(f"gamma={p['gamma']!r} is invalid: expected a number in (0, 1]")
+    p["threshold_level"] = check_int("threshold_level", p["threshold_level"], -1)
+    if p["threshold_level"] > 2:
+        raise ValueError(f"threshold_level={p['threshold_level']!r} is invalid: expected -1, 0, 1 or 2")
+    for name in ("min_snr", "split_intensity", "seed_sigma"):
+        p[name] = check_real(name, p[name])
+    return _Settings(**p)
 
-    qc = {
+
+def _empty_qc() -> dict:
+    """Return the QC record of a field without objects (kept when a field stops early)."""
+    return {
         "snr": float("nan"),
         "background_corrected": False,
         "foreground_px": 0.0,
@@ -665,50 +752,66 @@ def segment_nuclei_qc(
         "diameter": float("nan"),
         "low_contrast": False,
     }
-    empty = np.zeros(nuclear.shape, dtype=np.int32)
-    if nuclear.size == 0:
-        return empty, qc
 
-    if downscale > 1:
-        work = _block_mean(nuclear, downscale)
+
+def _foreground(
+    nuclear: np.ndarray, settings: _Settings, qc: dict
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(Otsu foreground, watershed intensity or None) at the working resolution.
+
+    Downscale, smooth, subtract the background where asked, threshold, and check the contrast;
+    the mask is None for a constant image or a field without nuclear signal. Fills ``snr``,
+    ``background_corrected`` and ``low_contrast`` of ``qc``.
+    """
+    s = settings
+    if s.downscale > 1:
+        work = _block_mean(nuclear, s.downscale)
     else:
         # float32 halves memory traffic; exact for integers up to 2**24 (all 8/16-bit images).
         work = nuclear.astype(np.float32)
-    raw = _rows(work, 1 << 16).copy() if min_snr > 0 else None  # unsmoothed, for the noise check
-    pixel_area = float(downscale * downscale)
-
+    raw = _rows(work, 1 << 16).copy() if s.min_snr > 0 else None  # unsmoothed, for the noise check
     seeds = None
-    if split_touching and split_intensity > 0:  # from the field before smoothing
-        seeds = _coarse_gaussian(work, seed_sigma / downscale) if seed_sigma > 0 else work.copy()
-    if sigma > 0:
-        work = _gaussian(work, sigma / downscale, overwrite=True)  # work is our own copy
-    if background != "none":
-        radius = background_radius / downscale
-        if background == "tophat" or _is_uneven(work, _background(work, radius, coarse=True)):
+    if s.split_touching and s.split_intensity > 0:  # from the field before smoothing
+        seeds = _coarse_gaussian(work, s.seed_sigma / s.downscale) if s.seed_sigma > 0 else work.copy()
+    if s.sigma > 0:
+        work = _gaussian(work, s.sigma / s.downscale, overwrite=True)  # work is our own copy
+    if s.background != "none":
+        radius = s.background_radius / s.downscale
+        if s.background == "tophat" or _is_uneven(work, _background(work, radius, coarse=True)):
             work -= _background(work, radius)
             qc["background_corrected"] = True
     lo, hi, _, _ = cv2.minMaxLoc(work)
     if not hi > lo:
-        return empty, qc  # constant image: Otsu undefined, nothing to segment
-    mask = work > _otsu_levels(work, lo, hi, gamma, threshold_level)
+        return None, None
+    mask = work > _otsu_levels(work, lo, hi, s.gamma, s.threshold_level)
     if raw is not None:
         qc["snr"] = _contrast_to_noise(raw, _rows(mask, 1 << 16))
-        if qc["snr"] < min_snr:
+        if qc["snr"] < s.min_snr:
             qc["low_contrast"] = True
-            return empty, qc
+            return None, None
+    return mask, seeds
 
-    mask = _fill_small_holes(mask, fill_holes, pixel_area)
+
+def _objects(mask: np.ndarray, seeds: np.ndarray | None, settings: _Settings, qc: dict) -> np.ndarray:
+    """Consecutive int32 labels of the nuclei in ``mask`` (working resolution).
+
+    Fill small holes, label (splitting touching nuclei where asked), then filter by area and
+    border; fills the foreground and object counts of ``qc``.
+    """
+    s = settings
+    pixel_area = s.pixel_area
+    mask = _fill_small_holes(mask, s.fill_holes, pixel_area)
     qc["foreground_px"] = float(np.count_nonzero(mask)) * pixel_area
-    if split_touching:
-        seed_distance = max(1, round(min_distance / downscale))
+    if s.split_touching:
+        seed_distance = max(1, round(s.min_distance / s.downscale))
         # distance / radius: min_distance is a quarter of the diameter in the workflow
         labels = _split_touching(
             mask,
             seed_distance,
             seeds,
-            max(2.0 * min_distance / downscale, 1.0),
-            weight=split_intensity,
-            min_size=min_area / pixel_area,
+            max(2.0 * s.min_distance / s.downscale, 1.0),
+            weight=s.split_intensity,
+            min_size=s.min_area / pixel_area,
         )
     else:
         labels, _ = _label8(mask)
@@ -716,9 +819,9 @@ def segment_nuclei_qc(
     labels = _filter_and_relabel(
         labels,
         pixel_area=pixel_area,
-        min_area=min_area,
-        max_area=max_area,
-        clear_border=clear_border,
+        min_area=s.min_area,
+        max_area=s.max_area,
+        clear_border=s.clear_border,
         stats=stats,
     )
     areas = stats.pop("areas_kept")
@@ -727,13 +830,19 @@ def segment_nuclei_qc(
     qc["kept_px"] = float(areas.sum())
     if areas.size:
         qc["diameter"] = float(np.median(np.sqrt(4.0 * areas / np.pi)))
+    return labels
 
-    if downscale > 1:
-        # Nearest-neighbour upscale, aligned with the blocks of ``_block_mean``; every block
-        # covers at least one real pixel, so no label disappears when cropping the padding.
-        labels = np.repeat(np.repeat(labels, downscale, axis=0), downscale, axis=1)
-        labels = np.ascontiguousarray(labels[: nuclear.shape[0], : nuclear.shape[1]])
-    return labels, qc
+
+def _upscale(labels: np.ndarray, downscale: int, shape: tuple[int, int]) -> np.ndarray:
+    """Working-resolution ``labels`` back at the input ``shape`` (nearest neighbour).
+
+    Aligned with the blocks of :func:`_block_mean`; every block covers at least one real pixel,
+    so no label disappears when cropping the padding.
+    """
+    if downscale == 1:
+        return labels
+    labels = np.repeat(np.repeat(labels, downscale, axis=0), downscale, axis=1)
+    return np.ascontiguousarray(labels[: shape[0], : shape[1]])
 
 
 # --------------------------------------------------------------------------------------------
@@ -753,8 +862,16 @@ def object_table(labels: np.ndarray) -> pd.DataFrame:
         One row per label present (the last label included), sorted by label, with columns
         ``label`` (int64), ``y``, ``x`` (float64, unweighted centre of mass in pixels of
         ``labels``) and ``area`` (int64, pixels).
+
+    Examples
+    --------
+    >>> labels = np.array([[0, 1, 1], [0, 0, 0], [3, 0, 0]])
+    >>> object_table(labels)
+       label    y    x  area
+    0      1  0.0  1.5     2
+    1      3  2.0  0.0     1
     """
-    labels = _check_label_image("labels", labels)
+    labels = check_label_image("labels", labels)
     # Three bincounts over the foreground pixels give every object's moments at once.
     flat = labels.ravel()
     index = np.flatnonzero(flat != 0)  # on a bool array: 4x faster than on int32
@@ -795,9 +912,16 @@ def match_labels(labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
     The overlaps come from one ``bincount`` over (label, truth) pair codes, i.e. a dense
     contingency table. When that table would be very large (many objects in both images) the
     observed pairs are counted sparsely with ``np.unique`` instead; the result is the same.
+
+    Examples
+    --------
+    >>> labels = np.array([[1, 1, 0, 2], [1, 1, 0, 0]])
+    >>> truth = np.array([[5, 5, 0, 0], [7, 0, 0, 0]])
+    >>> match_labels(labels, truth)
+    array([5, 0])
     """
-    labels = _check_label_image("labels", labels)
-    truth = _check_label_image("truth", truth)
+    labels = check_label_image("labels", labels)
+    truth = check_label_image("truth", truth)
     if labels.shape != truth.shape:
         raise ValueError(
             f"truth has shape {truth.shape}: expected the shape of labels, {labels.shape}"

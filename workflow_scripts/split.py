@@ -47,6 +47,15 @@ def split_by_group(groups: Sequence, val_fraction: float = 0.2, seed: int = 0) -
     ValueError
         If ``groups`` is not 1-D or has fewer than two distinct groups, or
         ``val_fraction`` is not in ``(0, 1)``.
+
+    Examples
+    --------
+    Two of four groups validate, whole, whatever the row order:
+
+    >>> split_by_group(["a", "a", "b", "c", "c", "d"], 0.5, seed=0).tolist()
+    [False, False, False, True, True, True]
+    >>> split_by_group(["d", "c", "a", "b"], 0.5, seed=0).tolist()
+    [True, True, False, False]
     """
     if isinstance(groups, (str, bytes)):
         raise ValueError(f"groups must be a sequence of group names, not a string; got {groups!r}")

@@ -1,5 +1,4 @@
-"""Cutting fields of view into overlapping square tiles, stitching them back, and
-streaming per-channel statistics over tiles.
+"""Cut fields of view into overlapping square tiles, stitch them back, and stream channel statistics.
 
 Fixes relative to the reference (LLF) tiling: ``overlap`` overlaps tiles instead of
 shrinking them, the border remainder is covered by a last tile shifted to end at the
@@ -11,10 +10,12 @@ the training split only, are the callers' job; see ``split.py``.)
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
+
+from .validation import check_int
 
 __all__ = ["tile_origins", "tile_image", "stitch_tiles", "channel_stats"]
 
@@ -39,30 +40,40 @@ def tile_origins(height: int, width: int, size: int, overlap: int) -> np.ndarray
         ``0, stride, 2 * stride, ...`` and, if that does not reach the border, one more
         tile at ``length - size`` (it overlaps its neighbour by more than ``overlap``), so
         every pixel is covered and no remainder is dropped.
+
+    Raises
+    ------
+    ValueError
+        If a size is not a positive integer, ``overlap`` is out of range, or the tile is
+        larger than the image.
+
+    Examples
+    --------
+    >>> tile_origins(10, 6, 4, 1).tolist()
+    [[0, 0], [0, 2], [3, 0], [3, 2], [6, 0], [6, 2]]
     """
-    for name, value in (("height", height), ("width", width), ("size", size)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    if (
-        not isinstance(overlap, numbers.Integral)
-        or isinstance(overlap, bool)
-        or not 0 <= overlap < size
-    ):
-        raise ValueError(
-            f"overlap must be an integer with 0 <= overlap < size={size}; got {overlap!r}"
-        )
+    height, width, size = (check_int(name, v, 1) for name, v in (("height", height), ("width", width), ("size", size)))
+    overlap = _check_overlap(overlap, size)
     if size > height or size > width:
         raise ValueError(
-            f"size must not exceed the image; got size={size} for an image of "
-            f"{height} x {width} pixels"
+            f"size must not exceed the image; got size={size} for an image of {height} x {width} pixels"
         )
-    ys = _axis_origins(int(height), int(size), int(overlap))
-    xs = _axis_origins(int(width), int(size), int(overlap))
+    ys = _axis_origins(height, size, overlap)
+    xs = _axis_origins(width, size, overlap)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
     return np.stack([yy.ravel(), xx.ravel()], axis=1)
 
 
+def _check_overlap(overlap, size: int) -> int:
+    """Return ``overlap`` as an ``int`` if it is an integer with ``0 <= overlap < size``."""
+    overlap = check_int("overlap", overlap, 0)
+    if overlap >= size:
+        raise ValueError(f"overlap must be an integer with 0 <= overlap < size={size}; got {overlap!r}")
+    return overlap
+
+
 def _axis_origins(length: int, size: int, overlap: int) -> np.ndarray:
+    """Return the tile starts along one axis: every stride, then one ending at the border."""
     starts = np.arange(0, length - size + 1, size - overlap, dtype=np.int64)
     if starts[-1] != length - size:
         starts = np.append(starts, length - size)
@@ -87,6 +98,15 @@ def tile_image(image: np.ndarray, size: int, overlap: int) -> tuple[np.ndarray, 
         A new, contiguous array.
     origins : ndarray of shape (T, 2), dtype int64
         ``(y, x)`` top-left corner of each tile, from :func:`tile_origins`.
+
+    Examples
+    --------
+    >>> image = np.arange(2 * 6 * 8).reshape(2, 6, 8)
+    >>> tiles, origins = tile_image(image, 4, 0)
+    >>> tiles.shape, origins.tolist()
+    ((4, 2, 4, 4), [[0, 0], [0, 4], [2, 0], [2, 4]])
+    >>> np.allclose(stitch_tiles(tiles, origins, 6, 8), image)
+    True
     """
     image = np.asarray(image)
     if image.ndim != 3:
@@ -141,40 +161,8 @@ def stitch_tiles(
     border. Accumulators are float32 and the weight sum is shared by all channels: at
     most ``(C + 1) * H * W * 4`` bytes beyond the tiles themselves.
     """
-    tiles = np.asarray(tiles)
-    if tiles.ndim != 4 or tiles.shape[2] != tiles.shape[3]:
-        raise ValueError(f"tiles must have shape (T, C, s, s); got shape {tiles.shape}")
-    if tiles.dtype.kind not in "fiub":
-        raise ValueError(f"tiles must hold real numbers; got dtype {tiles.dtype}")
-    n_tiles, n_channels, size, _ = tiles.shape
-    origins = np.asarray(origins)
-    if origins.shape != (n_tiles, 2) or origins.dtype.kind not in "iu":
-        raise ValueError(
-            f"origins must be an integer array of shape ({n_tiles}, 2); got shape "
-            f"{origins.shape} and dtype {origins.dtype}"
-        )
-    for name, value in (("height", height), ("width", width)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    if n_tiles and (
-        origins.min() < 0
-        or origins[:, 0].max() + size > height
-        or origins[:, 1].max() + size > width
-    ):
-        raise ValueError(
-            f"origins must place every {size} x {size} tile inside the {height} x {width} "
-            f"image; got corners spanning y {origins[:, 0].min()}..{origins[:, 0].max()}, "
-            f"x {origins[:, 1].min()}..{origins[:, 1].max()}"
-        )
-    if overlap is None:
-        overlap = _infer_overlap(origins, size)
-    elif (
-        not isinstance(overlap, numbers.Integral)
-        or isinstance(overlap, bool)
-        or not 0 <= overlap < size
-    ):
-        raise ValueError(f"overlap must be an integer with 0 <= overlap < {size}; got {overlap!r}")
-
+    tiles, origins, height, width, overlap = _check_stitch(tiles, origins, height, width, overlap)
+    _, n_channels, size, _ = tiles.shape
     ramp = np.minimum(np.arange(1, size + 1), np.arange(size, 0, -1)) / (overlap + 1)
     ramp = np.minimum(ramp, 1.0).astype(np.float32)
     window = np.outer(ramp, ramp)
@@ -188,11 +176,36 @@ def stitch_tiles(
     if not np.all(weight > 0):
         n_missing = int(np.count_nonzero(weight == 0))
         raise ValueError(
-            f"origins must cover the whole {height} x {width} image; {n_missing} pixels "
-            f"are covered by no tile"
+            f"origins must cover the whole {height} x {width} image; {n_missing} pixels are covered by no tile"
         )
     out /= weight
     return out
+
+
+def _check_stitch(tiles, origins, height, width, overlap) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """Check the arguments of :func:`stitch_tiles`; infer ``overlap`` when it is None."""
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 4 or tiles.shape[2] != tiles.shape[3]:
+        raise ValueError(f"tiles must have shape (T, C, s, s); got shape {tiles.shape}")
+    if tiles.dtype.kind not in "fiub":
+        raise ValueError(f"tiles must hold real numbers; got dtype {tiles.dtype}")
+    n_tiles, _, size, _ = tiles.shape
+    origins = np.asarray(origins)
+    if origins.shape != (n_tiles, 2) or origins.dtype.kind not in "iu":
+        raise ValueError(
+            f"origins must be an integer array of shape ({n_tiles}, 2); got shape "
+            f"{origins.shape} and dtype {origins.dtype}"
+        )
+    height = check_int("height", height, 1)
+    width = check_int("width", width, 1)
+    if n_tiles and (origins.min() < 0 or origins[:, 0].max() + size > height or origins[:, 1].max() + size > width):
+        raise ValueError(
+            f"origins must place every {size} x {size} tile inside the {height} x {width} "
+            f"image; got corners spanning y {origins[:, 0].min()}..{origins[:, 0].max()}, "
+            f"x {origins[:, 1].min()}..{origins[:, 1].max()}"
+        )
+    overlap = _infer_overlap(origins, size) if overlap is None else _check_overlap(overlap, size)
+    return tiles, origins, height, width, overlap
 
 
 def _infer_overlap(origins: np.ndarray, size: int) -> int:
@@ -209,7 +222,7 @@ def _infer_overlap(origins: np.ndarray, size: int) -> int:
 def channel_stats(
     tiles: Iterable[np.ndarray], *, reservoir_size: int = 100_000, seed: int = 0
 ) -> dict:
-    """Per-channel statistics streamed over batches of tiles.
+    """Compute per-channel statistics streamed over batches of tiles.
 
     Parameters
     ----------
@@ -227,6 +240,13 @@ def channel_stats(
         ``mean``, ``std`` (population, ddof=0), ``min``, ``max``, ``p01``, ``p99``: lists
         of ``C`` floats; ``n_pixels``: pixels per channel (int).
 
+    Raises
+    ------
+    ValueError
+        If a batch is not a finite real ``(n, C, s, s)`` array, the batches differ in ``C``,
+        none holds a pixel, or ``reservoir_size`` / ``seed`` is not a positive / non-negative
+        integer.
+
     Notes
     -----
     Mean and standard deviation are exact: each batch's per-channel mean and sum of
@@ -238,91 +258,126 @@ def channel_stats(
     random keys. They are exact when the stream holds at most ``reservoir_size`` pixels;
     otherwise their standard error is about ``sqrt(p (1 - p) / reservoir_size)`` in
     quantile (e.g. +-0.03 percentile points for p = 1 % with the default size).
+
+    Examples
+    --------
+    >>> batch = np.arange(8, dtype=np.uint8).reshape(2, 1, 2, 2)
+    >>> stats = channel_stats([batch, batch + 8])
+    >>> stats["mean"], stats["min"], stats["max"], stats["n_pixels"]
+    ([7.5], [0.0], [15.0], 16)
     """
-    if (
-        not isinstance(reservoir_size, numbers.Integral)
-        or isinstance(reservoir_size, bool)
-        or reservoir_size < 1
-    ):
-        raise ValueError(f"reservoir_size must be a positive integer; got {reservoir_size!r}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+    reservoir_size = check_int("reservoir_size", reservoir_size, 1)
+    seed = check_int("seed", seed, 0)
     if isinstance(tiles, np.ndarray):
         tiles = [tiles]  # one batch
-    rng = np.random.default_rng(int(seed))
-
-    count = 0
-    mean = m2 = lo = hi = None
-    sample = np.empty((0, 0))
-    keys = np.empty(0)
+    rng = np.random.default_rng(seed)
+    moments = reservoir = None
     for i, batch in enumerate(tiles):
-        batch = np.asarray(batch)
-        if batch.ndim != 4 or batch.dtype.kind not in "fiub":
-            raise ValueError(
-                f"tiles: batch {i} must be a real array of shape (n, C, s, s); got shape "
-                f"{batch.shape} and dtype {batch.dtype}"
-            )
-        if mean is not None and batch.shape[1] != len(mean):
-            raise ValueError(
-                f"tiles: batch {i} has {batch.shape[1]} channels, earlier batches {len(mean)}"
-            )
+        batch = _check_batch(batch, i, None if moments is None else len(moments.mean))
         if batch.size == 0:
             continue
-        if batch.dtype.kind == "f" and not np.isfinite(batch).all():
-            raise ValueError(f"tiles: batch {i} contains NaN or inf")
-        n_channels = batch.shape[1]
-        positions = (batch.shape[0],) + batch.shape[2:]  # pixel positions (n, s, s)
-        n_new = int(np.prod(positions))
-
-        # A loop over channels: a float64 copy of one channel at a time, not of the batch.
-        b_mean = np.empty(n_channels)
-        b_m2 = np.empty(n_channels)
-        for c in range(n_channels):
-            values = batch[:, c].astype(np.float64)
-            b_mean[c] = values.mean()
-            values -= b_mean[c]
-            b_m2[c] = np.dot(values.ravel(), values.ravel())
-        b_lo = batch.min(axis=(0, 2, 3)).astype(np.float64)
-        b_hi = batch.max(axis=(0, 2, 3)).astype(np.float64)
-
-        if mean is None:
-            count, mean, m2, lo, hi = n_new, b_mean, b_m2, b_lo, b_hi
-            sample = np.empty((0, n_channels), dtype=np.float64)
+        if moments is None:
+            moments, reservoir = _Moments.of(batch), _Reservoir.empty(batch.shape[1], reservoir_size)
         else:
-            total = count + n_new
-            delta = b_mean - mean
-            mean = mean + delta * (n_new / total)
-            m2 = m2 + b_m2 + delta**2 * (count * n_new / total)
-            count = total
-            np.minimum(lo, b_lo, out=lo)
-            np.maximum(hi, b_hi, out=hi)
-
-        # Bottom-k sampling: a uniform sample without replacement of the whole stream is
-        # the reservoir_size positions with the smallest i.i.d. uniform keys.
-        new_keys = rng.random(n_new)
-        if len(keys) == reservoir_size:
-            # Only keys below the current largest kept key can enter.
-            candidates = np.flatnonzero(new_keys < keys.max())
-        else:
-            candidates = np.arange(n_new)
-        if len(candidates):
-            keys = np.concatenate([keys, new_keys[candidates]])
-            t, y, x = np.unravel_index(candidates, positions)
-            # Gathering only the candidates avoids a channels-last copy of the batch.
-            sample = np.concatenate([sample, batch[t, :, y, x].astype(np.float64)])
-            if len(keys) > reservoir_size:
-                keep = np.argpartition(keys, reservoir_size - 1)[:reservoir_size]
-                keys, sample = keys[keep], sample[keep]
-
-    if mean is None:
+            moments.merge(_Moments.of(batch))
+        reservoir.add(batch, rng)
+    if moments is None:
         raise ValueError("tiles must yield at least one non-empty batch; got none")
-    p01, p99 = np.percentile(sample, [1, 99], axis=0)
+    p01, p99 = np.percentile(reservoir.sample, [1, 99], axis=0)
     return {
-        "mean": mean.tolist(),
-        "std": np.sqrt(m2 / count).tolist(),
-        "min": lo.tolist(),
-        "max": hi.tolist(),
+        "mean": moments.mean.tolist(),
+        "std": np.sqrt(moments.m2 / moments.count).tolist(),
+        "min": moments.lo.tolist(),
+        "max": moments.hi.tolist(),
         "p01": p01.tolist(),
         "p99": p99.tolist(),
-        "n_pixels": int(count),
+        "n_pixels": int(moments.count),
     }
+
+
+def _check_batch(batch, i: int, n_channels: int | None) -> np.ndarray:
+    """Return batch ``i`` as an array if it is a finite real ``(n, C, s, s)`` array of ``n_channels``."""
+    batch = np.asarray(batch)
+    if batch.ndim != 4 or batch.dtype.kind not in "fiub":
+        raise ValueError(
+            f"tiles: batch {i} must be a real array of shape (n, C, s, s); got shape "
+            f"{batch.shape} and dtype {batch.dtype}"
+        )
+    if n_channels is not None and batch.shape[1] != n_channels:
+        raise ValueError(f"tiles: batch {i} has {batch.shape[1]} channels, earlier batches {n_channels}")
+    if batch.size and batch.dtype.kind == "f" and not np.isfinite(batch).all():
+        raise ValueError(f"tiles: batch {i} contains NaN or inf")
+    return batch
+
+
+@dataclass
+class _Moments:
+    """Per-channel pixel count, mean, sum of squared deviations, minimum and maximum."""
+
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def of(cls, batch: np.ndarray) -> _Moments:
+        """Compute the moments of one non-empty ``(n, C, s, s)`` batch in float64."""
+        n_channels = batch.shape[1]
+        mean = np.empty(n_channels)
+        m2 = np.empty(n_channels)
+        # A loop over channels: a float64 copy of one channel at a time, not of the batch.
+        for c in range(n_channels):
+            values = batch[:, c].astype(np.float64)
+            mean[c] = values.mean()
+            values -= mean[c]
+            m2[c] = np.dot(values.ravel(), values.ravel())
+        lo = batch.min(axis=(0, 2, 3)).astype(np.float64)
+        hi = batch.max(axis=(0, 2, 3)).astype(np.float64)
+        return cls(batch.shape[0] * batch.shape[2] * batch.shape[3], mean, m2, lo, hi)
+
+    def merge(self, other: _Moments) -> None:
+        """Add ``other``'s pixels (Chan et al.'s parallel update of the mean and ``m2``)."""
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.count / total)
+        self.m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / total)
+        self.count = total
+        np.minimum(self.lo, other.lo, out=self.lo)
+        np.maximum(self.hi, other.hi, out=self.hi)
+
+
+@dataclass
+class _Reservoir:
+    """A uniform sample without replacement of pixel positions (all channels), by bottom-k keys."""
+
+    size: int
+    keys: np.ndarray
+    sample: np.ndarray
+
+    @classmethod
+    def empty(cls, n_channels: int, size: int) -> _Reservoir:
+        """Start an empty reservoir of ``size`` positions of ``n_channels`` channels."""
+        return cls(size, np.empty(0), np.empty((0, n_channels), dtype=np.float64))
+
+    def add(self, batch: np.ndarray, rng: np.random.Generator) -> None:
+        """Offer every pixel position of ``batch``, drawing one uniform key each from ``rng``.
+
+        A uniform sample without replacement of the whole stream is the ``size`` positions with
+        the smallest i.i.d. uniform keys.
+        """
+        positions = (batch.shape[0],) + batch.shape[2:]  # pixel positions (n, s, s)
+        new_keys = rng.random(int(np.prod(positions)))
+        if len(self.keys) == self.size:
+            # Only keys below the current largest kept key can enter.
+            candidates = np.flatnonzero(new_keys < self.keys.max())
+        else:
+            candidates = np.arange(len(new_keys))
+        if len(candidates):
+            self.keys = np.concatenate([self.keys, new_keys[candidates]])
+            t, y, x = np.unravel_index(candidates, positions)
+            # Gathering only the candidates avoids a channels-last copy of the batch.
+            self.sample = np.concatenate([self.sample, batch[t, :, y, x].astype(np.float64)])
+            if len(self.keys) > self.size:
+                keep = np.argpartition(self.keys, self.size - 1)[: self.size]
+                self.keys, self.sample = self.keys[keep], self.sample[keep]

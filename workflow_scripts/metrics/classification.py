@@ -24,8 +24,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedKFold
+from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from workflow_scripts.validation import check_int, check_real, real_matrix
 
 __all__ = ["CV_PROTOCOLS", "cv_splits", "knn_accuracy", "logreg_accuracy", "mlp_accuracy"]
 
@@ -105,10 +108,9 @@ def logreg_accuracy(
         If shapes disagree, values are not finite, fewer than two classes are present, or
         no valid split exists (a class with a single cell, or fewer than two groups).
     """
-    features = _as_features(features)
+    features = real_matrix(features, "features", as_float=False)
     labels = _as_vector(labels, "labels", features.shape[0])
-    if not isinstance(max_iter, numbers.Integral) or isinstance(max_iter, bool) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
+    check_int("max_iter", max_iter, 1)
 
     keep, splits, info = _plan_cv(labels, groups, n_splits, seed, cv)
     if keep is not None:
@@ -183,15 +185,12 @@ def mlp_accuracy(
     The network is tiny: under ``torch.set_num_threads(1)`` it trains several times faster on
     a busy machine than with more threads.
     """
-
-    features = _as_features(features)
+    features = real_matrix(features, "features", as_float=False)
     labels = _as_vector(labels, "labels", features.shape[0])
     for name, value in (("hidden", hidden), ("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False)):
-        if not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0 or (positive and value == 0):
-            raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} number; got {value!r}")
+        check_int(name, value, 1)
+    check_real("lr", lr, 0.0, strict=True)
+    check_real("weight_decay", weight_decay, 0.0)
     if class_weight not in ("balanced", None):
         raise ValueError(f"class_weight must be 'balanced' or None; got {class_weight!r}")
 
@@ -228,12 +227,31 @@ def _train_fold_mlps(features, y, n_classes, splits, *, seed, hidden, epochs, ba
     of batches (``ceil(largest fold / batch_size)``, sizes within one of each other); batches
     shorter than the longest of their step are padded with masked rows.
     """
+    import torch  # lazy: the logistic-regression and kNN probes run without torch
+
+    x, params, class_w = _stacked_networks(features, y, n_classes, splits, seed=seed, hidden=hidden, balanced=balanced)
+    targets = torch.from_numpy(y.astype(np.int64))
+    generators = [np.random.default_rng(seed + fold) for fold in range(len(splits))]
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    steps = max(1, -(-max(len(train) for train, _ in splits) // batch_size))
+    for _ in range(epochs):
+        for rows, mask in _epoch_batches(splits, generators, steps):
+            loss = _weighted_loss(x, params, class_w, targets, rows, mask)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    return _predict_folds(x, params, splits)
+
+
+def _stacked_networks(features, y, n_classes, splits, *, seed, hidden, balanced):
+    """Each fold's scaled cells, initial weights and class weights, stacked along a fold axis.
+
+    Returns ``x`` (K, N, F): every cell scaled by each fold's training statistics; the
+    parameters ``[w1, b1, w2, b2]`` of the K networks; ``class_w`` (K, C).
+    """
     import torch
     from torch import nn
 
-    n_folds = len(splits)
-    sizes = [len(train) for train, _ in splits]
-    steps = max(1, -(-max(sizes) // batch_size))
     xs, w1, b1, w2, b2, class_w = [], [], [], [], [], []
     for fold, (train, _) in enumerate(splits):
         scaler = StandardScaler().fit(features[train])
@@ -245,45 +263,58 @@ def _train_fold_mlps(features, y, n_classes, splits, *, seed, hidden, epochs, ba
         b1.append(first.bias.detach()[None])
         w2.append(second.weight.detach().T)
         b2.append(second.bias.detach()[None])
-        counts = np.bincount(y[train], minlength=n_classes).astype(np.float64)
-        if balanced:
-            present = counts > 0
-            weights = np.where(present, len(train) / (present.sum() * np.maximum(counts, 1)), 0.0)
-        else:
-            weights = np.ones(n_classes)
-        class_w.append(torch.tensor(weights, dtype=torch.float32))
-    x = torch.stack(xs)  # (K, N, F): every cell scaled by each fold's training statistics
+        class_w.append(torch.tensor(_class_weights(y[train], n_classes, balanced), dtype=torch.float32))
     params = [nn.Parameter(torch.stack(t).contiguous()) for t in (w1, b1, w2, b2)]
-    class_w = torch.stack(class_w)  # (K, C)
-    targets = torch.from_numpy(y.astype(np.int64))
-    folds = torch.arange(n_folds)[:, None]
-    generators = [np.random.default_rng(seed + fold) for fold in range(n_folds)]
-    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.stack(xs), params, torch.stack(class_w)
 
-    def forward(rows):  # rows (K, B) -> logits (K, B, C)
-        hidden_out = torch.relu(torch.baddbmm(params[1], x[folds, rows], params[0]))
-        return torch.baddbmm(params[3], hidden_out, params[2])
 
-    for _ in range(epochs):
-        dealt = [
-            np.array_split(train[rng.permutation(len(train))], steps) for (train, _), rng in zip(splits, generators)
-        ]
-        for step in range(steps):
-            parts = [d[step] for d in dealt]
-            width = max(len(part) for part in parts)
-            rows = np.zeros((n_folds, width), dtype=np.int64)
-            mask = np.zeros((n_folds, width), dtype=np.float32)
-            for fold, part in enumerate(parts):
-                rows[fold, : len(part)], mask[fold, : len(part)] = part, 1.0
-            rows_t = torch.from_numpy(rows)
-            y_batch = targets[rows_t]
-            losses = nn.functional.cross_entropy(forward(rows_t).transpose(1, 2), y_batch, reduction="none")
-            weight = class_w.gather(1, y_batch) * torch.from_numpy(mask)
-            # Each fold's class-weighted mean, as nn.CrossEntropyLoss(weight=...) computes it.
-            loss = ((losses * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1e-12)).sum()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+def _class_weights(y_train: np.ndarray, n_classes: int, balanced: bool) -> np.ndarray:
+    """Loss weight per class: sklearn's "balanced" n_train / (n_classes_train x n_class), or 1."""
+    if not balanced:
+        return np.ones(n_classes)
+    counts = np.bincount(y_train, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    return np.where(present, len(y_train) / (present.sum() * np.maximum(counts, 1)), 0.0)
+
+
+def _epoch_batches(splits, generators, steps):
+    """Yield one epoch's batches: ``rows`` (K, B) int64 and ``mask`` (K, B) float32 tensors.
+
+    Each fold's training cells, shuffled by its own generator, are dealt into ``steps``
+    batches; a fold's batch shorter than the step's longest is padded with masked rows.
+    """
+    import torch
+
+    dealt = [np.array_split(train[rng.permutation(len(train))], steps) for (train, _), rng in zip(splits, generators)]
+    for step in range(steps):
+        parts = [d[step] for d in dealt]
+        width = max(len(part) for part in parts)
+        rows = np.zeros((len(splits), width), dtype=np.int64)
+        mask = np.zeros((len(splits), width), dtype=np.float32)
+        for fold, part in enumerate(parts):
+            rows[fold, : len(part)], mask[fold, : len(part)] = part, 1.0
+        yield torch.from_numpy(rows), torch.from_numpy(mask)
+
+
+def _weighted_loss(x, params, class_w, targets, rows, mask):
+    """Sum over folds of each fold's class-weighted mean cross-entropy on its batch."""
+    import torch
+    from torch import nn
+
+    folds = torch.arange(x.shape[0])[:, None]
+    hidden_out = torch.relu(torch.baddbmm(params[1], x[folds, rows], params[0]))
+    logits = torch.baddbmm(params[3], hidden_out, params[2])  # (K, B, C)
+    y_batch = targets[rows]
+    losses = nn.functional.cross_entropy(logits.transpose(1, 2), y_batch, reduction="none")
+    weight = class_w.gather(1, y_batch) * mask
+    # Each fold's class-weighted mean, as nn.CrossEntropyLoss(weight=...) computes it.
+    return ((losses * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1e-12)).sum()
+
+
+def _predict_folds(x, params, splits) -> list[np.ndarray]:
+    """Each fold's predicted class indices for its test cells."""
+    import torch
+
     predicted = []
     with torch.no_grad():
         for fold, (_, test) in enumerate(splits):
@@ -332,9 +363,7 @@ def knn_accuracy(
     first k (uniform weights). Tied votes go to the class that sorts first, so predictions
     equal ``sklearn.neighbors.KNeighborsClassifier(k, metric=metric)`` fitted on the fold.
     """
-    from sklearn.neighbors import NearestNeighbors
-
-    features = _as_features(features)
+    features = real_matrix(features, "features", as_float=False)
     labels = _as_vector(labels, "labels", features.shape[0])
     ks = list(ks)
     if not ks or any(not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1 for k in ks):
@@ -381,7 +410,7 @@ def cv_splits(
     seed: int = 0,
     cv: str = "auto",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (train, test) index pairs :func:`logreg_accuracy` uses.
+    """Return the (train, test) index pairs :func:`logreg_accuracy` uses.
 
     Parameters
     ----------
@@ -430,6 +459,20 @@ class _ClassGroupFolds:
         self.n_splits, self.seed = n_splits, seed
 
     def split(self, labels, groups):
+        """Yield the folds' ``(train, test)`` index arrays.
+
+        Parameters
+        ----------
+        labels : numpy.ndarray
+            Class of each cell.
+        groups : numpy.ndarray
+            Group of each cell.
+
+        Yields
+        ------
+        tuple of numpy.ndarray
+            Train and test indices of one fold.
+        """
         rng = np.random.default_rng(self.seed)
         group_names, group_index = np.unique(groups, return_inverse=True)
         classes, class_index = np.unique(labels, return_inverse=True)
@@ -448,7 +491,7 @@ class _ClassGroupFolds:
 
 
 def _plan_cv(labels, groups, n_splits, seed, cv="auto"):
-    """The cross-validation of the probes: ``(keep, splits, info)``.
+    """Plan the cross-validation of the probes: ``(keep, splits, info)``.
 
     ``keep`` is None or a bool mask of the cells scored (grouped CV leaves out the classes
     seen in a single group: with that group held out no model could have seen them);
@@ -456,8 +499,7 @@ def _plan_cv(labels, groups, n_splits, seed, cv="auto"):
     ``n_splits``, ``cv`` (``"grouped"`` or ``"stratified"``) and ``protocol``: its name,
     the folds, the groups per class, the classes left out and the cells scored.
     """
-    if not isinstance(n_splits, numbers.Integral) or isinstance(n_splits, bool) or n_splits < 2:
-        raise ValueError(f"n_splits must be an integer >= 2; got {n_splits!r}")
+    check_int("n_splits", n_splits, 2)
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer; got {seed!r}")
     if cv not in CV_PROTOCOLS:
@@ -516,14 +558,17 @@ def _plan_cv(labels, groups, n_splits, seed, cv="auto"):
 
 
 def _plain(value):
-    """A numpy scalar as the Python value it holds (for messages: 0, not np.int64(0))."""
+    """Return a numpy scalar as the Python value it holds (for messages: 0, not np.int64(0))."""
     return value.item() if isinstance(value, np.generic) else value
 
 
 def _score_folds(labels: np.ndarray, splits, fit_predict) -> dict:
-    """Accuracy, macro-F1 and the summed confusion matrix of ``fit_predict(fold, train, test)``
-    (the predicted labels of ``test`` in split number ``fold``) over ``splits``. A training fold with a single class predicts
-    that class without calling ``fit_predict``."""
+    """Score ``fit_predict`` over ``splits``: accuracy, macro-F1 and the summed confusion matrix.
+
+    ``fit_predict(fold, train, test)`` returns the predicted labels of ``test`` in split number
+    ``fold``. A training fold with a single class predicts that class without calling
+    ``fit_predict``.
+    """
     classes = np.unique(labels)
     accuracies, f1s = [], []
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -546,17 +591,6 @@ def _score_folds(labels: np.ndarray, splits, fit_predict) -> dict:
         "confusion": confusion.tolist(),
         "classes": classes.tolist(),
     }
-
-
-def _as_features(features) -> np.ndarray:
-    features = np.asarray(features)
-    if features.ndim != 2 or features.shape[1] == 0:
-        raise ValueError(f"features must be a 2-D array (N, F) with F >= 1; got {features.shape}")
-    if features.dtype.kind not in "fiu":
-        raise ValueError(f"features must hold real numbers; got dtype {features.dtype}")
-    if not np.isfinite(features).all():
-        raise ValueError("features must contain only finite values; found NaN or inf")
-    return features
 
 
 def _as_vector(values, name: str, n: int | None) -> np.ndarray:

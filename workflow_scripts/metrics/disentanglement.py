@@ -28,7 +28,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 
-from workflow_scripts.metrics._checks import real_matrix
+from workflow_scripts.validation import check_int, real_matrix
 
 __all__ = ["histogram_discretize", "mig", "sap"]
 
@@ -51,11 +51,15 @@ def histogram_discretize(values: np.ndarray, n_bins: int = 20) -> np.ndarray:
     -------
     ndarray of int64, same shape as ``values``
         Bin label of each value, in ``1 .. n_bins``.
+
+    Examples
+    --------
+    >>> histogram_discretize(np.array([0.0, 0.1, 0.5, 1.0]), n_bins=2)
+    array([1, 1, 2, 2])
     """
-    arr = np.asarray(values)
-    one_d = arr.ndim == 1
-    A = real_matrix(arr[:, None] if one_d else arr, "values", min_rows=2)
-    _check_bins(n_bins)
+    one_d = np.ndim(values) == 1
+    A = real_matrix(values, "values", min_rows=2, vector_ok=True)
+    check_int("n_bins", n_bins, 2)
     out = np.empty(A.shape, dtype=np.int64)
     for j in range(A.shape[1]):
         edges = np.histogram(A[:, j], bins=n_bins)[1]
@@ -101,11 +105,7 @@ def mig(
     ``(bins_z - 1)(bins_v - 1) / (2 N)``: with few samples, unrelated dimensions do not
     score exactly 0.
     """
-    Z = real_matrix(codes, "codes", min_rows=2)
-    V = _as_factors(factors, Z.shape[0])
-    _check_bins(n_bins)
-    if Z.shape[1] < 2:
-        raise ValueError(f"codes must have at least 2 dimensions for a gap between the top two; got {Z.shape[1]}")
+    Z, V = _codes_and_factors(codes, factors, n_bins)
     is_discrete = _factor_types(V, discrete, n_bins)
     z_disc = histogram_discretize(Z, n_bins)
     v_disc = _discrete_factors(V, is_discrete, n_bins)
@@ -170,48 +170,18 @@ def sap(
     the single dimension; convergence warnings are silenced (the fit is 1-D). If the
     training part of a discrete factor holds one class, that class is predicted.
     """
-    Z = real_matrix(codes, "codes", min_rows=2)
-    V = _as_factors(factors, Z.shape[0])
-    _check_bins(n_bins)
-    if Z.shape[1] < 2:
-        raise ValueError(f"codes must have at least 2 dimensions for a gap between the top two; got {Z.shape[1]}")
+    Z, V = _codes_and_factors(codes, factors, n_bins)
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    check_int("seed", seed, 0)
     is_discrete = _factor_types(V, discrete, n_bins)
-    n, D = Z.shape
-    K = V.shape[1]
-    scores = np.empty((D, K))
-
+    scores = np.empty((Z.shape[1], V.shape[1]))
     cont = np.flatnonzero(~is_discrete)
     if len(cont):
-        zc = Z - Z.mean(axis=0)
-        vc = V[:, cont] - V[:, cont].mean(axis=0)
-        cov = zc.T @ vc / (n - 1)
-        var_z = np.einsum("ij,ij->j", zc, zc) / (n - 1)
-        var_v = np.einsum("ij,ij->j", vc, vc) / (n - 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r2 = cov**2 / (var_z[:, None] * var_v[None, :])
-        r2[var_z <= 1e-12, :] = 0.0
-        r2[:, var_v == 0] = np.nan
-        scores[:, cont] = r2
-
+        scores[:, cont] = _r_squared(Z, V[:, cont])
     disc = np.flatnonzero(is_discrete)
     if len(disc):
-        n_test = int(round(test_fraction * n))
-        if not 1 <= n_test <= n - 1:
-            raise ValueError(f"test_fraction={test_fraction} leaves no train or no test sample out of {n}")
-        perm = np.random.default_rng(seed).permutation(n)
-        test, train = perm[:n_test], perm[n_test:]
-        for k in disc:
-            y = V[:, k]
-            if np.unique(y).size < 2:
-                scores[:, k] = np.nan  # a constant factor: nothing to predict
-                continue
-            for j in range(D):
-                scores[j, k] = _svc_accuracy(Z[train, j], y[train], Z[test, j], y[test])
-
+        scores[:, disc] = _held_out_accuracies(Z, V[:, disc], test_fraction, seed)
     # A NaN column (constant factor) sorts last; its gap is then discarded.
     top = np.sort(scores, axis=0)[::-1]
     per_factor = np.where(np.isnan(scores).any(axis=0), np.nan, top[0] - top[1])
@@ -222,6 +192,47 @@ def sap(
         "scores": scores,
         "discrete": is_discrete,
     }
+
+
+def _r_squared(Z: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """``R^2`` (D, K) of a one-variable linear regression of each factor on each dimension.
+
+    The squared Pearson correlation; 0 for a dimension with variance ``<= 1e-12``, NaN for a
+    constant factor.
+    """
+    n = Z.shape[0]
+    zc = Z - Z.mean(axis=0)
+    vc = V - V.mean(axis=0)
+    cov = zc.T @ vc / (n - 1)
+    var_z = np.einsum("ij,ij->j", zc, zc) / (n - 1)
+    var_v = np.einsum("ij,ij->j", vc, vc) / (n - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = cov**2 / (var_z[:, None] * var_v[None, :])
+    r2[var_z <= 1e-12, :] = 0.0
+    r2[:, var_v == 0] = np.nan
+    return r2
+
+
+def _held_out_accuracies(Z: np.ndarray, V: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """Test accuracy (D, K) of a linear classifier of each discrete factor from each dimension.
+
+    One seeded train/test split serves every factor; a constant factor scores NaN.
+    """
+    n, D = Z.shape
+    n_test = int(round(test_fraction * n))
+    if not 1 <= n_test <= n - 1:
+        raise ValueError(f"test_fraction={test_fraction} leaves no train or no test sample out of {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    test, train = perm[:n_test], perm[n_test:]
+    scores = np.empty((D, V.shape[1]))
+    for k in range(V.shape[1]):
+        y = V[:, k]
+        if np.unique(y).size < 2:
+            scores[:, k] = np.nan  # a constant factor: nothing to predict
+            continue
+        for j in range(D):
+            scores[j, k] = _svc_accuracy(Z[train, j], y[train], Z[test, j], y[test])
+    return scores
 
 
 def _svc_accuracy(z_train, y_train, z_test, y_test) -> float:
@@ -288,14 +299,13 @@ def _discrete_factors(V: np.ndarray, is_discrete: np.ndarray, n_bins: int) -> np
     return out
 
 
-def _as_factors(factors, n: int) -> np.ndarray:
-    arr = np.asarray(factors)
-    V = real_matrix(arr[:, None] if arr.ndim == 1 else arr, "factors", min_rows=2)
-    if V.shape[0] != n:
-        raise ValueError(f"codes and factors must have the same number of rows; got {n} and {V.shape[0]}")
-    return V
-
-
-def _check_bins(n_bins) -> None:
-    if not isinstance(n_bins, numbers.Integral) or isinstance(n_bins, bool) or n_bins < 2:
-        raise ValueError(f"n_bins must be an integer >= 2; got {n_bins!r}")
+def _codes_and_factors(codes, factors, n_bins) -> tuple[np.ndarray, np.ndarray]:
+    """Check the codes (N, D >= 2) and factors (N, K) of :func:`mig` and :func:`sap`."""
+    Z = real_matrix(codes, "codes", min_rows=2)
+    V = real_matrix(factors, "factors", min_rows=2, vector_ok=True)
+    if V.shape[0] != Z.shape[0]:
+        raise ValueError(f"codes and factors must have the same number of rows; got {Z.shape[0]} and {V.shape[0]}")
+    check_int("n_bins", n_bins, 2)
+    if Z.shape[1] < 2:
+        raise ValueError(f"codes must have at least 2 dimensions for a gap between the top two; got {Z.shape[1]}")
+    return Z, V

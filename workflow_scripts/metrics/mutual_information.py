@@ -16,8 +16,9 @@ import numpy as np
 
 from workflow_scripts.metrics.projection import principal_components
 from workflow_scripts.models.critic import BOUNDS, estimate_mi
+from workflow_scripts.validation import check_fraction, check_int, check_real, real_matrix
 
-__all__ = ["mutual_information"]
+__all__ = ["bound_cap", "mutual_information"]
 
 
 def mutual_information(
@@ -36,7 +37,7 @@ def mutual_information(
     layers: int = 2,
     input_pca: int | None = None,
 ) -> dict:
-    """Lower-bound estimate of I(inputs; features) in nats from a trained critic.
+    """Estimate a lower bound of I(inputs; features) in nats with a trained critic.
 
     Parameters
     ----------
@@ -92,37 +93,10 @@ def mutual_information(
     ValueError
         On mismatched or non-finite arrays, an unknown bound, or invalid numbers.
     """
-    inputs = _as_matrix(inputs, "inputs")
-    features = _as_matrix(features, "features")
-    if len(inputs) != len(features):
-        raise ValueError(
-            f"inputs and features must describe the same cells; got {len(inputs)} and {len(features)} rows"
-        )
-    if len(inputs) < 2:
-        raise ValueError(f"inputs: need at least 2 cells to form pairs; got {len(inputs)}")
-    if bound not in BOUNDS:
-        raise ValueError(f"bound must be one of {BOUNDS}; got {bound!r}")
-    for name, value, lowest in (
-        ("epochs", epochs, 1),
-        ("batch_size", batch_size, 2),
-        ("last", last, 1),
-        ("hidden", hidden, 1),
-        ("critic_dim", critic_dim, 1),
-        ("layers", layers, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
-            raise ValueError(f"{name} must be an integer >= {lowest}; got {value!r}")
-    if last > epochs:
-        raise ValueError(f"last ({last}) must not exceed epochs ({epochs})")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
-    if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number; got {lr!r}")
-    if not (isinstance(alpha, numbers.Real) and 0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
+    inputs, features = _check_pair(inputs, features)
+    _check_options(bound, alpha, epochs, batch_size, seed, lr, last, hidden, critic_dim, layers)
     if input_pca is not None:
-        if isinstance(input_pca, bool) or not isinstance(input_pca, numbers.Integral) or input_pca < 1:
-            raise ValueError(f"input_pca must be a positive integer or None; got {input_pca!r}")
+        check_int("input_pca", input_pca, 1)
         if input_pca > min(inputs.shape):
             raise ValueError(f"input_pca ({input_pca}) must not exceed min(N, D_in) = {min(inputs.shape)}")
         inputs = principal_components(inputs, int(input_pca), int(seed))
@@ -143,17 +117,11 @@ def mutual_information(
     history = [float(v) for v in result["history"]]
     tail = np.asarray(history[-int(last) :])
     batch = int(result["batch_size"])
-    if bound == "infonce":
-        cap = math.log(batch)
-    elif bound == "interpolated" and alpha > 0:
-        cap = math.log((batch - 1) / alpha)
-    else:
-        cap = math.inf
     return {
         "mi": float(tail.mean()),
         "mi_sd": float(tail.std(ddof=1)) if len(tail) > 1 else 0.0,
         "history": history,
-        "cap": cap,
+        "cap": bound_cap(bound, batch, alpha),
         "bound": bound,
         "alpha": float(alpha),
         "batch_size": batch,
@@ -164,14 +132,66 @@ def mutual_information(
     }
 
 
-def _as_matrix(values, name: str) -> np.ndarray:
-    values = np.asarray(values)
-    if values.ndim == 1:
-        values = values[:, None]
-    if values.ndim != 2 or values.shape[1] == 0:
-        raise ValueError(f"{name} must be a 2-D array (N, D) with D >= 1; got shape {values.shape}")
-    if values.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must hold real numbers; got dtype {values.dtype}")
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} must contain only finite values; found NaN or inf")
-    return values
+def bound_cap(bound: str, batch_size: int, alpha: float = 0.5) -> float:
+    """Return the most a bound can report for a batch size, in nats.
+
+    Parameters
+    ----------
+    bound : {"infonce", "nwj", "interpolated"}
+        The variational bound.
+    batch_size : int
+        Pairs per batch (the bound's N).
+    alpha : float, optional
+        Interpolation weight of the ``"interpolated"`` bound.
+
+    Returns
+    -------
+    float
+        ``log(batch_size)`` for InfoNCE, ``log((batch_size - 1) / alpha)`` for the
+        interpolated bound with ``alpha > 0``, ``inf`` otherwise (NWJ is unbounded).
+
+    Examples
+    --------
+    >>> round(bound_cap("infonce", 512), 2)
+    6.24
+    >>> bound_cap("nwj", 512)
+    inf
+    """
+    if bound == "infonce":
+        return math.log(batch_size)
+    if bound == "interpolated" and alpha > 0:
+        return math.log((batch_size - 1) / alpha)
+    return math.inf
+
+
+def _check_pair(inputs, features) -> tuple[np.ndarray, np.ndarray]:
+    """Both matrices (a vector is one column), checked to describe the same >= 2 cells."""
+    inputs = real_matrix(inputs, "inputs", vector_ok=True, as_float=False)
+    features = real_matrix(features, "features", vector_ok=True, as_float=False)
+    if len(inputs) != len(features):
+        raise ValueError(
+            f"inputs and features must describe the same cells; got {len(inputs)} and {len(features)} rows"
+        )
+    if len(inputs) < 2:
+        raise ValueError(f"inputs: need at least 2 cells to form pairs; got {len(inputs)}")
+    return inputs, features
+
+
+def _check_options(bound, alpha, epochs, batch_size, seed, lr, last, hidden, critic_dim, layers) -> None:
+    if bound not in BOUNDS:
+        raise ValueError(f"bound must be one of {BOUNDS}; got {bound!r}")
+    for name, value, lowest in (
+        ("epochs", epochs, 1),
+        ("batch_size", batch_size, 2),
+        ("last", last, 1),
+        ("hidden", hidden, 1),
+        ("critic_dim", critic_dim, 1),
+        ("layers", layers, 1),
+    ):
+        check_int(name, value, lowest)
+    if last > epochs:
+        raise ValueError(f"last ({last}) must not exceed epochs ({epochs})")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer; got {seed!r}")
+    check_real("lr", lr, 0.0, strict=True)
+    check_fraction("alpha", alpha)

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from workflow_scripts.validation import check_int, check_real, real_matrix
+
 __all__ = [
     "trustworthiness",
     "continuity",
@@ -251,17 +253,14 @@ def neighbourhood_sizes(
     >>> neighbourhood_sizes(20)
     [1, 2, 3, 4]
     """
-    if not _is_int(n) or n < 3:
-        raise ValueError(f"n must be an integer >= 3; got {n!r}")
-    if not _is_int(count) or count < 1:
-        raise ValueError(f"count must be a positive integer; got {count!r}")
-    for name, value in (("lo", lo), ("hi", hi)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive, finite fraction of n; got {value!r}")
+    check_int("n", n, 3)
+    check_int("count", count, 1)
+    check_real("lo", lo, 0.0, strict=True)
+    check_real("hi", hi, 0.0, strict=True)
     if lo > hi:
         raise ValueError(f"lo must not exceed hi; got lo={lo!r}, hi={hi!r}")
-    if cap is not None and (not _is_int(cap) or cap < 1):
-        raise ValueError(f"cap must be None or a positive integer; got {cap!r}")
+    if cap is not None:
+        check_int("cap", cap, 1)
     upper = (n - 1) // 2  # largest k with k < n / 2
     if cap is not None:
         upper = min(upper, int(cap))
@@ -325,8 +324,30 @@ _CURVES = ("trustworthiness", "continuity", "q_nx", "lcmc")
 
 
 def curve_auc(ks: Sequence[int], values: Sequence[float]) -> float:
-    """Area under a metric's curve over ``k`` (sorted), normalised by the range of ``k``: the
-    mean height of the piecewise-linear curve; the single value when only one ``k`` is given."""
+    """Return the area under a metric's curve over ``k``, normalised by the range of ``k``.
+
+    That is the mean height of the piecewise-linear curve.
+
+    Parameters
+    ----------
+    ks : sequence of int
+        Neighbourhood sizes, increasing.
+    values : sequence of float
+        The metric at each size.
+
+    Returns
+    -------
+    float
+        ``trapezoid(values, ks) / (ks[-1] - ks[0])``; the single value when only one ``k``
+        is given.
+
+    Examples
+    --------
+    >>> curve_auc([1, 3, 5], [1.0, 0.5, 0.5])
+    0.625
+    >>> curve_auc([4], [0.8])
+    0.8
+    """
     if len(ks) == 1:
         return float(values[0])
     return float(np.trapezoid(values, ks) / (ks[-1] - ks[0]))
@@ -391,24 +412,22 @@ def local_quality(
     """
     if max_rank_diff is not None and max_rank is None:
         raise ValueError("max_rank_diff needs max_rank (the reference variant); got max_rank=None")
-    X = _as_matrix(X, "X")
-    Y = _as_matrix(Y, "Y")
+    X = real_matrix(X, "X", as_float=False)  # as given: a float32 pixel matrix is never copied whole
+    Y = real_matrix(Y, "Y", as_float=False)
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"X and Y must have the same number of rows; got X.shape={X.shape}, Y.shape={Y.shape}")
     n = X.shape[0]
     if n < 2:
         raise ValueError(f"X must have at least 2 rows (samples); got {n}")
-    if not _is_int(chunk_size) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    check_int("chunk_size", chunk_size, 1)
     if max_rank is None:
         if not _is_int(k) or not 1 <= k <= n - 1:
             raise ValueError(f"k must be an integer with 1 <= k <= N - 1 = {n - 1}; got {k!r}")
         m = int(k)
     else:
-        if not _is_int(max_rank) or max_rank < 1:
-            raise ValueError(f"max_rank must be a positive integer; got {max_rank!r}")
-        if max_rank_diff is not None and (not _is_int(max_rank_diff) or max_rank_diff < 0):
-            raise ValueError(f"max_rank_diff must be a non-negative integer; got {max_rank_diff!r}")
+        check_int("max_rank", max_rank, 1)
+        if max_rank_diff is not None:
+            check_int("max_rank_diff", max_rank_diff, 0)
         m = min(int(max_rank), n - 1)
 
     work = _work_dtype(precision)
@@ -499,8 +518,8 @@ def _scores(X, Y, ks, chunk_size, precision, *, want_trust: bool, want_cont: boo
 
 
 def _validate(X, Y, ks, chunk_size):
-    X = _as_matrix(X, "X")
-    Y = _as_matrix(Y, "Y")
+    X = real_matrix(X, "X", as_float=False)  # as given: a float32 pixel matrix is never copied whole
+    Y = real_matrix(Y, "Y", as_float=False)
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"X and Y must have the same number of rows; got X.shape={X.shape}, Y.shape={Y.shape}")
     n = X.shape[0]
@@ -513,28 +532,10 @@ def _validate(X, Y, ks, chunk_size):
     for k in ks:
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k < n / 2:
             raise ValueError(f"ks must hold integers with 1 <= k < N / 2 = {n / 2}; got k={k!r} in ks={ks!r}")
-    if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    check_int("chunk_size", chunk_size, 1)
     # dict.fromkeys keeps first-seen order and drops duplicates.
     ks = tuple(dict.fromkeys(int(k) for k in ks))
     return X, Y, ks
-
-
-def _as_matrix(A, name: str) -> np.ndarray:
-    A = np.asarray(A)
-    if A.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (N, features); got shape {A.shape}")
-    if A.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one feature column; got shape {A.shape}")
-    if not (np.issubdtype(A.dtype, np.floating) or np.issubdtype(A.dtype, np.integer)):
-        raise ValueError(f"{name} must hold real numbers; got dtype {A.dtype}")
-    if np.issubdtype(A.dtype, np.floating):
-        # Row blocks: a whole-array isfinite would allocate an (N, D) boolean mask.
-        step = max(1, _UPCAST_BLOCK_VALUES // A.shape[1])
-        for start in range(0, A.shape[0], step):
-            if not np.isfinite(A[start : start + step]).all():
-                raise ValueError(f"{name} must contain only finite values; found NaN or inf")
-    return A
 
 
 def _work_dtype(precision: str) -> type:
@@ -589,7 +590,7 @@ def _squared_distance_rows(A: np.ndarray, a_sq: np.ndarray, rows: np.ndarray, wo
 
 
 def _nearest(dist: np.ndarray, kmax: int) -> np.ndarray:
-    """Indices ``(c, kmax)`` of each row's ``kmax`` smallest entries, nearest first.
+    """Return the indices ``(c, kmax)`` of each row's ``kmax`` smallest entries, nearest first.
 
     ``argpartition`` is O(N) per row; only the ``kmax`` survivors are sorted. Among equal
     distances the lower index comes first. Rows are processed in blocks of

@@ -20,14 +20,16 @@ wells). Rows are processed in chunks of queries: memory ``O(N * chunk_size)``, n
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["mean_average_precision", "aggregate_profiles", "map_permutation_pvalues"]
+from workflow_scripts.io import feature_columns
+from workflow_scripts.validation import check_int, real_matrix
+
+__all__ = ["mean_average_precision", "aggregate_profiles", "group_profiles", "map_permutation_pvalues"]
 
 # Rows per block of the ranking step inside a chunk: the sort and its cumulative sums hold
 # about six (rows, N) arrays, kept small next to the (chunk_size, N) similarity rows.
@@ -80,13 +82,22 @@ def mean_average_precision(
     breaks ties by sort order instead; without ties the two agree. Ties are exact equality
     of the float64 similarities (duplicate profiles); values equal only up to rounding are
     ordered as computed. A query with positives but no negative has AP 1.
+
+    Examples
+    --------
+    For each "a" query the "b" row ranks above the other "a" row, so each scores AP 1/2; the
+    "b" row has no positive:
+
+    >>> result = mean_average_precision(np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]]), ["a", "a", "b"])
+    >>> result["map"], result["per_class"]
+    (0.5, {'a': 0.5, 'b': nan})
     """
     F = _unit_rows(features)
     n = F.shape[0]
     codes, classes = _codes(labels, n, "labels")
     groups = None if exclude_same is None else _codes(exclude_same, n, "exclude_same")[0]
     neg_ok = _bool_mask(negative_filter, n)
-    _check_chunk_size(chunk_size)
+    check_int("chunk_size", chunk_size, 1)
 
     ap = np.empty(n, dtype=np.float64)
     n_pos = np.empty(n, dtype=np.int64)
@@ -177,11 +188,9 @@ def map_permutation_pvalues(
     codes, classes = _codes(labels, n, "labels")
     groups = None if exclude_same is None else _codes(exclude_same, n, "exclude_same")[0]
     neg_ok = _bool_mask(negative_filter, n)
-    if not _is_int(n_permutations) or n_permutations < 1:
-        raise ValueError(f"n_permutations must be a positive integer; got {n_permutations!r}")
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    _check_chunk_size(chunk_size)
+    check_int("n_permutations", n_permutations, 1)
+    check_int("seed", seed, 0)
+    check_int("chunk_size", chunk_size, 1)
     n_classes = len(classes)
     codes = codes.astype(np.int32)
 
@@ -290,6 +299,44 @@ def aggregate_profiles(
     return out.reset_index()
 
 
+def group_profiles(table: pd.DataFrame, by: str, how: str = "median", *, source="") -> pd.DataFrame:
+    """Aggregate a feature table into one profile per ``by`` group, for pycytominer and copairs.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per cell: ``Metadata_*`` columns and feature columns.
+    by : str
+        The grouping column (``profiles.by``: well, field, treatment, ...).
+    how : {"mean", "median"}, optional
+        Per-feature aggregation (:func:`aggregate_profiles`).
+    source : str or os.PathLike, optional
+        Where the table was read from, named in error messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group, sorted by ``by``: the ``Metadata_*`` columns first (``by``, the
+        metadata constant within every group, such as class, plate or treatment, and
+        ``Metadata_n_cells``), then the aggregated features.
+
+    Raises
+    ------
+    ValueError
+        If ``by`` is not a column of ``table``, or as :func:`aggregate_profiles`.
+    """
+    if by not in table.columns:
+        raise ValueError(f"{source}: profiles.by column {by!r} is missing")
+    # Keep the metadata that is constant within a group (class, plate, treatment, ...).
+    meta = [c for c in table.columns if c.startswith("Metadata_") and c != by]
+    constant = [c for c in meta if (table.groupby(by)[c].nunique(dropna=False) <= 1).all()]
+    profiles = aggregate_profiles(table, [by], feature_columns(table), how=how, count_column="Metadata_n_cells")
+    first = table.groupby(by, sort=True)[constant].first().reset_index()
+    profiles = first.merge(profiles, on=by, how="right")
+    meta_cols = [c for c in profiles.columns if c.startswith("Metadata_")]
+    return profiles[meta_cols + [c for c in profiles.columns if c not in meta_cols]]
+
+
 class _Ranking:
     """One block of queries' rows sorted by similarity, re-scored for any labelling."""
 
@@ -305,6 +352,18 @@ class _Ranking:
         self.end = _tie_block_ends(s_sorted)
 
     def average_precision(self, lab: np.ndarray) -> np.ndarray:
+        """Return the AP of each query of the block under the labelling ``lab``.
+
+        Parameters
+        ----------
+        lab : numpy.ndarray
+            Class code of every row (N,).
+
+        Returns
+        -------
+        numpy.ndarray
+            AP per query; NaN where a query has no positive.
+        """
         same = lab[self.order] == lab[self.rows][:, None]
         pos = same.copy()
         pos[:, -1] = False  # the query itself (its label matches, so it is no negative either)
@@ -395,16 +454,7 @@ def _similarity_rows(F: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _unit_rows(features) -> np.ndarray:
-    F = np.asarray(features)
-    if F.ndim != 2:
-        raise ValueError(f"features must be a 2-D array (N, F); got shape {F.shape}")
-    if F.shape[0] < 2 or F.shape[1] < 1:
-        raise ValueError(f"features must have at least 2 rows and 1 column; got shape {F.shape}")
-    if not (np.issubdtype(F.dtype, np.floating) or np.issubdtype(F.dtype, np.integer)) or F.dtype == bool:
-        raise ValueError(f"features must hold real numbers; got dtype {F.dtype}")
-    F = F.astype(np.float64)
-    if not np.isfinite(F).all():
-        raise ValueError("features must contain only finite values; found NaN or inf")
+    F = real_matrix(features, "features", min_rows=2)
     norms = np.linalg.norm(F, axis=1)
     if (norms == 0).any():
         raise ValueError(
@@ -435,12 +485,3 @@ def _bool_mask(mask, n: int) -> np.ndarray | None:
             f"negative_filter must be a boolean array of shape ({n},); got dtype {arr.dtype}, shape {arr.shape}"
         )
     return arr
-
-
-def _check_chunk_size(chunk_size) -> None:
-    if not _is_int(chunk_size) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

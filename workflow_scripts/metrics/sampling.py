@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from workflow_scripts.validation import check_int
+
 __all__ = ["stratified_subsample"]
 
 
@@ -34,12 +36,16 @@ def stratified_subsample(labels: np.ndarray, max_n: int, seed: int) -> np.ndarra
     below one row still gets one row (taken back from the most over-served classes).
     Hand-written rather than ``train_test_split(stratify=...)``, which refuses classes
     with a single member and does not guarantee every class a row.
+
+    Examples
+    --------
+    >>> stratified_subsample(np.array(["a"] * 6 + ["b"] * 2), 4, seed=0)
+    array([3, 4, 5, 6])
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be a 1-D array; got shape {labels.shape}")
-    if not isinstance(max_n, numbers.Integral) or isinstance(max_n, bool) or max_n < 1:
-        raise ValueError(f"max_n must be a positive integer; got {max_n!r}")
+    check_int("max_n", max_n, 1)
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer; got {seed!r}")
     n = len(labels)

@@ -24,13 +24,12 @@ which increases with the bin whatever the features.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
 from scipy import sparse, stats
 
-from workflow_scripts.metrics._checks import real_matrix
+from workflow_scripts.validation import check_int, real_matrix
 
 __all__ = ["backbone", "project_onto_polyline"]
 
@@ -104,17 +103,50 @@ def backbone(
     Kendall's tau is tau-b (ties in ``t`` or positions allowed).
     """
     X = real_matrix(features, "features")
-    n = X.shape[0]
-    t = _as_positions(t, n)
-    if not _is_int(n_bins) or n_bins < 3:
-        raise ValueError(f"n_bins must be an integer >= 3; got {n_bins!r}")
-    if n_folds is not None and (not _is_int(n_folds) or n_folds < 2):
-        raise ValueError(f"n_folds must be None or an integer >= 2; got {n_folds!r}")
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    if not _is_int(chunk_size) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    t = _as_positions(t, X.shape[0])
+    check_int("n_bins", n_bins, 3)
+    if n_folds is not None:
+        check_int("n_folds", n_folds, 2)
+    check_int("seed", seed, 0)
+    check_int("chunk_size", chunk_size, 1)
 
+    edges, bins, counts, bin_t = _quantile_bins(t, n_bins)
+    n_used = len(counts)
+    centroids = _centroids(X, bins, n_used)
+    shape = _polyline_shape(centroids)
+    cum = shape["centroid_arclength"]
+    if n_folds is None:
+        cell_pos, centroid_pos = _in_sample_positions(X, centroids, cum, chunk_size)
+    else:
+        cell_pos, centroid_pos = _cross_fitted_positions(X, bins, counts, cum, n_folds, seed, chunk_size)
+    c_rho, c_tau = _rank_correlations(np.arange(n_used, dtype=np.float64), centroid_pos)
+    p_rho, p_tau = _rank_correlations(t, cell_pos)
+    return {
+        "n_bins": int(n_used),
+        "bin_edges": edges,
+        "bin": bins.astype(np.int64),
+        "bin_counts": counts,
+        "bin_t": bin_t,
+        "centroids": centroids,
+        "segment_lengths": shape["segment_lengths"],
+        "arc_length": shape["arc_length"],
+        "chord_length": shape["chord_length"],
+        "tortuosity": shape["tortuosity"],
+        "centroid_arclength": cum,
+        "centroid_position": centroid_pos,
+        "centroid_spearman": c_rho,
+        "centroid_kendall": c_tau,
+        "cell_position": cell_pos,
+        "cell_spearman": p_rho,
+        "cell_kendall": p_tau,
+    }
+
+
+def _quantile_bins(t: np.ndarray, n_bins: int):
+    """Quantile bins of ``t``: ``(edges, bin of each cell, cells per bin, mean t per bin)``.
+
+    Bins left empty by tied values are dropped (the bins are renumbered 0..B-1).
+    """
     edges = np.quantile(t, np.linspace(0.0, 1.0, n_bins + 1))
     raw_bin = np.searchsorted(edges[1:-1], t, side="right")
     used, bins = np.unique(raw_bin, return_inverse=True)  # drop bins emptied by ties
@@ -124,10 +156,12 @@ def backbone(
         raise ValueError(f"t must spread over at least 3 non-empty quantile bins; got {n_used} (too many tied values)")
     counts = np.bincount(bins, minlength=n_used)
     bin_t = np.bincount(bins, weights=t, minlength=n_used) / counts
+    return edges, bins, counts, bin_t
 
-    centroids = _centroids(X, bins, n_used)
-    segments = np.diff(centroids, axis=0)
-    seg_len = np.linalg.norm(segments, axis=1)
+
+def _polyline_shape(centroids: np.ndarray) -> dict:
+    """Segment lengths, cumulative arc length, arc and chord length, and tortuosity."""
+    seg_len = np.linalg.norm(np.diff(centroids, axis=0), axis=1)
     cum = np.concatenate([[0.0], np.cumsum(seg_len)])
     arc = float(cum[-1])
     chord = float(np.linalg.norm(centroids[-1] - centroids[0]))
@@ -136,59 +170,53 @@ def backbone(
         tortuosity = max(arc / chord, 1.0)
     else:
         tortuosity = float("inf") if arc > 0 else float("nan")
-
-    if n_folds is None:
-        cell_pos = project_onto_polyline(X, centroids, cum, chunk_size=chunk_size)
-        # Each centroid onto the polyline through the other centroids.
-        centroid_pos = np.empty(n_used)
-        for b in range(n_used):
-            others = np.delete(np.arange(n_used), b)
-            centroid_pos[b] = project_onto_polyline(centroids[b : b + 1], centroids[others], cum[others])[0]
-    else:
-        if counts.min() < 2:
-            raise ValueError(
-                "cross-fitting (n_folds) needs at least 2 cells in every bin; "
-                f"smallest bin has {counts.min()} (use fewer bins or n_folds=None)"
-            )
-        folds = _stratified_folds(bins, n_folds, seed)
-        cell_pos = np.empty(n)
-        pos_sum = np.zeros(n_used)
-        pos_count = np.zeros(n_used, dtype=np.int64)
-        for f in range(n_folds):
-            held = folds == f
-            if not held.any():
-                continue
-            # Every bin keeps a cell outside the fold: a fold takes at most ceil(count / n_folds) < count.
-            train_centroids = _centroids(X[~held], bins[~held], n_used)
-            cell_pos[held] = project_onto_polyline(X[held], train_centroids, cum, chunk_size=chunk_size)
-            present = np.flatnonzero(np.bincount(bins[held], minlength=n_used))
-            held_centroids = _centroids(X[held], bins[held], n_used)[present]
-            pos_sum[present] += project_onto_polyline(held_centroids, train_centroids, cum)
-            pos_count[present] += 1
-        centroid_pos = pos_sum / pos_count
-
-    order = np.arange(n_used, dtype=np.float64)
-    c_rho, c_tau = _rank_correlations(order, centroid_pos)
-    p_rho, p_tau = _rank_correlations(t, cell_pos)
     return {
-        "n_bins": int(n_used),
-        "bin_edges": edges,
-        "bin": bins.astype(np.int64),
-        "bin_counts": counts,
-        "bin_t": bin_t,
-        "centroids": centroids,
         "segment_lengths": seg_len,
+        "centroid_arclength": cum,
         "arc_length": arc,
         "chord_length": chord,
         "tortuosity": float(tortuosity),
-        "centroid_arclength": cum,
-        "centroid_position": centroid_pos,
-        "centroid_spearman": c_rho,
-        "centroid_kendall": c_tau,
-        "cell_position": cell_pos,
-        "cell_spearman": p_rho,
-        "cell_kendall": p_tau,
     }
+
+
+def _in_sample_positions(X, centroids, cum, chunk_size):
+    """Cells onto the polyline through all centroids; each centroid onto the polyline of the others."""
+    n_used = len(centroids)
+    cell_pos = project_onto_polyline(X, centroids, cum, chunk_size=chunk_size)
+    centroid_pos = np.empty(n_used)
+    for b in range(n_used):
+        others = np.delete(np.arange(n_used), b)
+        centroid_pos[b] = project_onto_polyline(centroids[b : b + 1], centroids[others], cum[others])[0]
+    return cell_pos, centroid_pos
+
+
+def _cross_fitted_positions(X, bins, counts, cum, n_folds, seed, chunk_size):
+    """Each fold's cells, and its per-bin centroids, onto the polyline of the other folds.
+
+    A bin's position is the mean over folds of its fold centroid's projection.
+    """
+    if counts.min() < 2:
+        raise ValueError(
+            "cross-fitting (n_folds) needs at least 2 cells in every bin; "
+            f"smallest bin has {counts.min()} (use fewer bins or n_folds=None)"
+        )
+    n_used = len(counts)
+    folds = _stratified_folds(bins, n_folds, seed)
+    cell_pos = np.empty(X.shape[0])
+    pos_sum = np.zeros(n_used)
+    pos_count = np.zeros(n_used, dtype=np.int64)
+    for f in range(n_folds):
+        held = folds == f
+        if not held.any():
+            continue
+        # Every bin keeps a cell outside the fold: a fold takes at most ceil(count / n_folds) < count.
+        train_centroids = _centroids(X[~held], bins[~held], n_used)
+        cell_pos[held] = project_onto_polyline(X[held], train_centroids, cum, chunk_size=chunk_size)
+        present = np.flatnonzero(np.bincount(bins[held], minlength=n_used))
+        held_centroids = _centroids(X[held], bins[held], n_used)[present]
+        pos_sum[present] += project_onto_polyline(held_centroids, train_centroids, cum)
+        pos_count[present] += 1
+    return cell_pos, pos_sum / pos_count
 
 
 def project_onto_polyline(
@@ -220,6 +248,12 @@ def project_onto_polyline(
     ndarray of shape (M,)
         Position of each point. Among segments at exactly the same distance the first
         wins; a zero-length segment counts as its vertex.
+
+    Examples
+    --------
+    >>> vertices = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 2.0]])
+    >>> project_onto_polyline(np.array([[0.5, 1.0], [2.0, 1.5], [-1.0, 0.0]]), vertices)
+    array([ 2. ,  2.5, -1. ])
     """
     P = real_matrix(points, "points")
     V = real_matrix(vertices, "vertices")
@@ -238,8 +272,7 @@ def project_onto_polyline(
             raise ValueError(
                 f"coords must be finite with one entry per vertex ({V.shape[0]},); got shape {coords.shape}"
             )
-    if not _is_int(chunk_size) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    check_int("chunk_size", chunk_size, 1)
     n_seg = len(a)
     lo = np.zeros(n_seg)
     hi = np.ones(n_seg)
@@ -304,7 +337,3 @@ def _as_positions(t, n: int) -> np.ndarray:
     if not np.isfinite(t).all():
         raise ValueError("t must contain only finite values; found NaN or inf")
     return t
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

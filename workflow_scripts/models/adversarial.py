@@ -85,12 +85,26 @@ VAL_SEED = 0
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, eps: float = GP_EPS) -> torch.Tensor:
-    """WGAN-GP penalty mean((||grad_x critic(x_hat)||_2 - 1)^2), unweighted.
+    """Compute the WGAN-GP penalty mean((||grad_x critic(x_hat)||_2 - 1)^2), unweighted.
 
-    ``x_hat = a * real + (1 - a) * fake`` with ``a ~ U(0, 1)`` per sample; ``critic`` maps
-    (N, ...) to N scores (any shape with N elements). The norm is ``sqrt(sum g^2 + eps)``, so the
-    value and its gradient stay finite where the critic's gradient is exactly zero. The graph
-    is kept (``create_graph``) so the penalty can be back-propagated to the critic.
+    ``x_hat = a * real + (1 - a) * fake`` with ``a ~ U(0, 1)`` per sample. The norm is
+    ``sqrt(sum g^2 + eps)``, so the value and its gradient stay finite where the critic's
+    gradient is exactly zero. The graph is kept (``create_graph``) so the penalty can be
+    back-propagated to the critic.
+
+    Parameters
+    ----------
+    critic : callable
+        Maps (N, ...) inputs to N scores (any shape with N elements).
+    real, fake : torch.Tensor
+        Real and generated batches of the same shape (detached and cast to float32 here).
+    eps : float, default=GP_EPS
+        Added under the square root of the gradient norm.
+
+    Returns
+    -------
+    torch.Tensor
+        The penalty (scalar, float32), differentiable with respect to the critic.
     """
     real, fake = real.detach().float(), fake.detach().float()
     alpha = torch.rand((real.shape[0],) + (1,) * (real.ndim - 1), device=real.device, dtype=real.dtype)
@@ -116,6 +130,7 @@ def no_param_grads(module: nn.Module):
 
 @contextlib.contextmanager
 def eval_mode(module: nn.Module):
+    """Put ``module`` in eval mode inside the block, then back in its previous mode."""
     was_training = module.training
     module.eval()
     try:
@@ -137,6 +152,7 @@ class Generator(nn.Module):
         self.head = nn.ConvTranspose2d(rev[-1], in_channels, 4, stride=2, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Map latent codes z (N, latent_dim) to images (N, C, H, W)."""
         h = self.project(z).view(-1, *self.bottleneck)
         h = F.leaky_relu(self.norm(h), 0.2)
         return self.head(self.blocks(h))
@@ -181,22 +197,8 @@ class AdversarialNet(CellModel):
         n_critic: int = 1,
     ):
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        if input_size % (2**depth):
-            raise ValueError(f"input_size ({input_size}) must be divisible by 2**depth ({2**depth})")
-        if latent_dim < 1 or width < 1:
-            raise ValueError(f"latent_dim and width must be >= 1, got {latent_dim}, {width}")
-        if gan_loss not in GAN_LOSSES:
-            raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
-        if not 0.0 <= label_smoothing <= 0.3:
-            raise ValueError(f"label_smoothing must be in [0, 0.3], got {label_smoothing}")
-        if gp_weight < 0 or mi_weight < 0:
-            raise ValueError(f"gp_weight and mi_weight must be >= 0, got {gp_weight}, {mi_weight}")
-        if int(n_critic) != n_critic or n_critic < 1:
-            raise ValueError(f"n_critic must be an integer >= 1, got {n_critic}")
+        _check_options(in_channels, input_size, latent_dim, width, depth, gan_loss, gp_weight, mi_weight)
+        _check_schedule(label_smoothing, n_critic)
         self.in_channels = in_channels
         self.input_size = input_size
         self.latent_dim = latent_dim
@@ -210,18 +212,8 @@ class AdversarialNet(CellModel):
         side = input_size // 2**depth
         bottleneck = (channels[-1], side, side)
         flat = math.prod(bottleneck)
-
-        # Shared trunk (discriminator = encoder layers).
-        self.trunk = nn.ModuleList()
-        for i, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-1], channels)):
-            block = DownBlock(c_in, c_out)
-            if i == 0:
-                # No normalisation on the input stage (DCGAN), so the convolution gets a bias.
-                block.conv = nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)
-                block.norm = nn.Identity()
-            else:
-                block.norm = nn.GroupNorm(1, c_out)  # per-sample layer norm over (C, H, W)
-            self.trunk.append(block)
+        # Built in this order (trunk, heads, generator): it decides the seeded initial weights.
+        self.trunk = _trunk_blocks(in_channels, channels)  # discriminator = encoder layers
         self.d_head = nn.Linear(flat, 1)
         self.e_head = nn.Linear(flat, latent_dim)
         self.generator = Generator(in_channels, latent_dim, channels, bottleneck)
@@ -232,6 +224,7 @@ class AdversarialNet(CellModel):
 
     # ------------------------------------------------------------------ players
     def discriminator_parameters(self) -> list[nn.Parameter]:
+        """Return the parameters the discriminator step trains: trunk, D head and E head."""
         return [*self.trunk.parameters(), *self.d_head.parameters(), *self.e_head.parameters()]
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
@@ -241,19 +234,36 @@ class AdversarialNet(CellModel):
         return h.flatten(1)
 
     def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, C, H, W) -> (D logit (N,), E code (N, latent_dim)) from one trunk pass."""
+        """Return the D logit (N,) and the E code (N, latent_dim) of images x from one trunk pass."""
         h = self._trunk(x)
         return self.d_head(h).squeeze(1), self.e_head(h)
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
-        """D logit / critic score (N,)."""
+        """Return the D logit / critic score (N,) of images x (N, C, H, W)."""
         return self.d_head(self._trunk(x)).squeeze(1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """E(x) (N, latent_dim)."""
+        """Return the code E(x) (N, latent_dim) of images x (N, C, H, W)."""
         return self.e_head(self._trunk(x))
 
     def sample_z(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n latent codes z ~ N(0, I) (n, latent_dim).
+
+        Parameters
+        ----------
+        n : int
+            Number of codes.
+        device : torch.device, optional
+            Where they go; the model's device by default.
+        generator : torch.Generator, optional
+            A CPU generator to draw from (then moved to ``device``); torch's global generator
+            of ``device`` by default.
+
+        Returns
+        -------
+        torch.Tensor
+            The codes (n, latent_dim).
+        """
         device = device if device is not None else self.step_count.device
         if generator is not None:
             return torch.randn(n, self.latent_dim, generator=generator).to(device)
@@ -261,7 +271,7 @@ class AdversarialNet(CellModel):
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        """n generator samples G(z), z ~ N(0, I)."""
+        """Return n generator samples G(z), z ~ N(0, I)."""
         return self.generator(self.sample_z(n))
 
     # ------------------------------------------------------------------ losses
@@ -294,6 +304,20 @@ class AdversarialNet(CellModel):
 
     # ------------------------------------------------------------------ CellModel
     def configure_optimizers(self, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
+        """Create Adam (betas 0.5, 0.999) for the ``generator`` and for the ``discriminator``.
+
+        Parameters
+        ----------
+        lr : float
+            Learning rate of both.
+        weight_decay : float
+            Adam weight decay of both.
+
+        Returns
+        -------
+        dict of str to torch.optim.Optimizer
+            ``generator`` and ``discriminator`` (:meth:`discriminator_parameters`).
+        """
         betas = (0.5, 0.999)
         return {
             "generator": torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas, weight_decay=weight_decay),
@@ -303,6 +327,22 @@ class AdversarialNet(CellModel):
         }
 
     def training_step(self, batch: torch.Tensor, optimizers: dict, autocast) -> dict[str, torch.Tensor]:
+        """Take one discriminator step and, every ``n_critic``-th call, one generator step.
+
+        Parameters
+        ----------
+        batch : torch.Tensor
+            Real images (N, C, H, W).
+        optimizers : dict of str to torch.optim.Optimizer
+            As made by :meth:`configure_optimizers`.
+        autocast : context manager
+            Mixed precision for the forward passes.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            The loss terms of the module docstring, detached.
+        """
         x = batch
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         g_step = (int(self.step_count) + 1) % self.n_critic == 0
@@ -348,15 +388,38 @@ class AdversarialNet(CellModel):
         return {k: v.detach() for k, v in terms.items()}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Real images -> D logit ``logit`` (N,), code ``z`` = E(x) (N, latent_dim) and the cycle
-        reconstruction ``recon`` = G(E(x)) (N, C, H, W)."""
+        """Score, encode and cycle-reconstruct real images x (N, C, H, W).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Real images (N, C, H, W).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            D logit ``logit`` (N,), code ``z`` = E(x) (N, latent_dim) and the cycle
+            reconstruction ``recon`` = G(E(x)) (N, C, H, W).
+        """
         logit, code = self.discriminate(x)
         return {"logit": logit, "z": code, "recon": self.generator(code)}
 
     def loss_terms(self, batch: torch.Tensor, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Validation terms on real images ``batch`` and fakes from a fixed, seeded set of z.
+        """Compute the validation terms on real images ``batch`` and fakes from a fixed, seeded set of z.
 
         ``loss = mi_loss + recon``: latent recovery ||E(G(z)) - z||^2 plus ||G(E(x)) - x||^2.
+
+        Parameters
+        ----------
+        batch : torch.Tensor
+            Real images (N, C, H, W).
+        out : dict of str to torch.Tensor
+            :meth:`forward` of ``batch``.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``d_loss``, ``g_loss``, ``mi_loss``, ``d_real``, ``d_fake``, ``recon`` and ``loss``.
         """
         x = batch
         z = self.sample_z(x.shape[0], device=x.device, generator=torch.Generator().manual_seed(VAL_SEED))
@@ -391,6 +454,43 @@ class AdversarialNet(CellModel):
             maps[f"conv{i + 1}"] = h
         maps["z"] = self.e_head(h.flatten(1))
         return maps
+
+
+def _check_options(in_channels, input_size, latent_dim, width, depth, gan_loss, gp_weight, mi_weight) -> None:
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if input_size % (2**depth):
+        raise ValueError(f"input_size ({input_size}) must be divisible by 2**depth ({2**depth})")
+    if latent_dim < 1 or width < 1:
+        raise ValueError(f"latent_dim and width must be >= 1, got {latent_dim}, {width}")
+    if gan_loss not in GAN_LOSSES:
+        raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
+    if gp_weight < 0 or mi_weight < 0:
+        raise ValueError(f"gp_weight and mi_weight must be >= 0, got {gp_weight}, {mi_weight}")
+
+
+def _check_schedule(label_smoothing, n_critic) -> None:
+    if not 0.0 <= label_smoothing <= 0.3:
+        raise ValueError(f"label_smoothing must be in [0, 0.3], got {label_smoothing}")
+    if int(n_critic) != n_critic or n_critic < 1:
+        raise ValueError(f"n_critic must be an integer >= 1, got {n_critic}")
+
+
+def _trunk_blocks(in_channels: int, channels: list[int]) -> nn.ModuleList:
+    """Build the shared trunk: DownBlocks, the first without normalisation, the others with layer norm."""
+    trunk = nn.ModuleList()
+    for i, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-1], channels)):
+        block = DownBlock(c_in, c_out)
+        if i == 0:
+            # No normalisation on the input stage (DCGAN), so the convolution gets a bias.
+            block.conv = nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)
+            block.norm = nn.Identity()
+        else:
+            block.norm = nn.GroupNorm(1, c_out)  # per-sample layer norm over (C, H, W)
+        trunk.append(block)
+    return trunk
 
 
 def _dcgan_init(module: nn.Module) -> None:

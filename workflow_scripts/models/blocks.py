@@ -9,7 +9,29 @@ from torch import nn
 
 
 def stage_channels(width: int, depth: int, cap: int = 16) -> list[int]:
-    """Channels of each stride-2 stage: width, 2*width, 4*width, ... capped at cap*width."""
+    """Return the channels of each stride-2 stage: width, 2*width, 4*width, ... capped at cap*width.
+
+    Parameters
+    ----------
+    width : int
+        Channels of the first stage.
+    depth : int
+        Number of stages.
+    cap : int, default=16
+        Largest multiple of ``width``.
+
+    Returns
+    -------
+    list of int
+        ``depth`` channel counts.
+
+    Examples
+    --------
+    >>> stage_channels(32, 4)
+    [32, 64, 128, 256]
+    >>> stage_channels(8, 4, cap=2)
+    [8, 16, 16, 16]
+    """
     return [width * min(2**i, cap) for i in range(depth)]
 
 
@@ -28,6 +50,7 @@ class DownBlock(nn.Module):
         self.skip = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(in_channels, out_channels, 1)) if skip else None
 
     def forward(self, x):
+        """Map (N, C_in, H, W) to (N, C_out, H / 2, W / 2)."""
         y = self.act(self.norm(self.conv(x)))
         return y + self.skip(x) if self.skip is not None else y
 
@@ -47,6 +70,7 @@ class UpBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if skip else None
 
     def forward(self, x):
+        """Map (N, C_in, H, W) to (N, C_out, 2 H, 2 W)."""
         y = self.act(self.norm(self.conv(x)))
         if self.skip is not None:
             y = y + self.skip(F.interpolate(x, scale_factor=2, mode="nearest"))
@@ -71,6 +95,7 @@ class ConvEncoder(nn.Module):
         self.dense = nn.Linear(math.prod(self.bottleneck), out_features)
 
     def stages(self, x):
+        """Return the activation of every block, (N, C_i, H_i, W_i) each, in order."""
         maps = []
         for block in self.blocks:
             x = block(x)
@@ -78,12 +103,15 @@ class ConvEncoder(nn.Module):
         return maps
 
     def forward(self, x):
+        """Map images (N, C, H, W) to the dense output (N, out_features)."""
         return self.dense(self.stages(x)[-1].flatten(1))
 
 
 class ConvDecoder(nn.Module):
-    """Mirror of ConvEncoder: dense layer to the bottleneck, ``depth - 1`` UpBlocks, and a final
-    transposed convolution to ``out_channels`` (no activation)."""
+    """Mirror of ConvEncoder: a dense layer to the bottleneck, then ``depth - 1`` UpBlocks.
+
+    A final transposed convolution maps to ``out_channels`` (no activation).
+    """
 
     def __init__(self, out_channels: int, input_size: int, width: int, depth: int, in_features: int, skip=False):
         super().__init__()
@@ -94,5 +122,6 @@ class ConvDecoder(nn.Module):
         self.head = nn.ConvTranspose2d(channels[-1], out_channels, 4, stride=2, padding=1)
 
     def forward(self, z):
+        """Map codes (N, in_features) to images (N, out_channels, H, W)."""
         h = F.leaky_relu(self.dense(z), 0.2).view(-1, *self.bottleneck)
         return self.head(self.blocks(h))

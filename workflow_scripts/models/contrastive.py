@@ -14,7 +14,7 @@ many negatives, matters less here than on ImageNet because a screen has few phen
 Positive pairs
 --------------
 With ``pair_within`` (default ``Metadata_group``, set by the training script through
-:class:`~workflow_scripts.pairs.PairedSource`), a batch is pairs of cells of the same group
+:class:`~workflow_scripts.training.pairs.PairedSource`), a batch is pairs of cells of the same group
 (field, well: cells sharing the perturbation or protein) and the two views come from the two
 cells: the network must then find what cells of a group share, the phenotype, instead of
 recognising one cell's outline and nucleus, which two views of the same cell share trivially.
@@ -92,9 +92,28 @@ MIN_BLUR_SIGMA = 0.1
 
 
 def affine_warp(x, angle, flip, zoom, shift, padding="reflection"):
-    """Flip horizontally where ``flip``, rotate by ``angle`` radians (pi / 2 equals
-    ``torch.rot90(x, 1, (-2, -1))``), zoom by ``zoom`` (> 1 enlarges) and shift by ``shift``
-    (N, 2; x, y) in fractions of the size, each item on its own; bilinear resampling."""
+    """Flip, rotate, zoom and shift each item of a batch on its own, with bilinear resampling.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Images (N, C, H, W).
+    angle : torch.Tensor
+        Rotation of each item (N,), radians (pi / 2 equals ``torch.rot90(x, 1, (-2, -1))``).
+    flip : torch.Tensor
+        Whether to flip each item horizontally (N,), bool.
+    zoom : torch.Tensor
+        Zoom factor of each item (N,); > 1 enlarges.
+    shift : torch.Tensor
+        Shift of each item (N, 2; x, y), in fractions of the size.
+    padding : {"reflection", "zeros", "border"}
+        ``grid_sample``'s padding outside the image.
+
+    Returns
+    -------
+    torch.Tensor
+        The warped images (N, C, H, W).
+    """
     n = x.shape[0]
     cos, sin = torch.cos(angle), torch.sin(angle)
     sign = 1.0 - 2.0 * flip.to(x.dtype)  # -1 mirrors the x axis of the output
@@ -109,8 +128,22 @@ def affine_warp(x, angle, flip, zoom, shift, padding="reflection"):
 
 
 def gaussian_blur(x, sigma, radius):
-    """Separable Gaussian blur of each item with its own ``sigma`` (N,) px; kernel half-width
-    ``radius`` px; reflect padding. Channels are blurred independently."""
+    """Blur each item with its own separable Gaussian, reflect padding; channels independently.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Images (N, C, H, W), H and W > ``radius``.
+    sigma : torch.Tensor
+        Standard deviation of each item's kernel (N,), pixels.
+    radius : int
+        Kernel half-width, pixels.
+
+    Returns
+    -------
+    torch.Tensor
+        The blurred images (N, C, H, W).
+    """
     n, c, h, w = x.shape
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (t[None, :] / sigma[:, None]) ** 2)
@@ -124,8 +157,23 @@ def gaussian_blur(x, sigma, radius):
 
 
 def intensity_jitter(x, gain, offset, gamma):
-    """Per item and channel (gain, offset, gamma of shape (N, C)): gamma on the channel's
-    min-max rescaled copy, then gain and offset in units of its range, mapped back."""
+    """Jitter the intensities of each item and channel on the channel's own range.
+
+    Gamma applies to the channel's min-max rescaled copy, then gain and offset in units of its
+    range, mapped back.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Images (N, C, H, W).
+    gain, offset, gamma : torch.Tensor
+        (N, C) each.
+
+    Returns
+    -------
+    torch.Tensor
+        The jittered images (N, C, H, W).
+    """
     lo = x.amin(dim=(2, 3), keepdim=True)
     span = x.amax(dim=(2, 3), keepdim=True) - lo
     u = ((x - lo) / span.clamp_min(1e-12)).clamp(0.0, 1.0)
@@ -169,7 +217,20 @@ class ViewAugment:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One view per item. ``generator`` None: torch's global generator of x's device."""
+        """Draw one random view of each item of x (N, C, H, W).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (N, C, H, W).
+        generator : torch.Generator, optional
+            Source of the randomness; torch's global generator of x's device by default.
+
+        Returns
+        -------
+        torch.Tensor
+            The views, in x's dtype (computed in float32).
+        """
         dtype, device = x.dtype, x.device
         n, c = x.shape[:2]
 
@@ -200,8 +261,24 @@ class ViewAugment:
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """NT-Xent of the pairs (z1[i], z2[i]) (rows normalised here) and the fraction of the 2N
-    views whose most similar other view is their positive. Computed in float32."""
+    """Compute the NT-Xent loss of the pairs (z1[i], z2[i]) and the top-1 positive accuracy.
+
+    Rows are L2-normalised here; computed in float32.
+
+    Parameters
+    ----------
+    z1, z2 : torch.Tensor
+        Projections (N, D) of the two views of each pair.
+    temperature : float
+        Divides the cosine similarities.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        NT-Xent (scalar).
+    acc : torch.Tensor
+        Fraction of the 2N views whose most similar other view is their positive.
+    """
     n = z1.shape[0]
     with torch.autocast(z1.device.type, enabled=False):  # a bf16 matmul would round the logits
         z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
@@ -215,10 +292,13 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[tor
 
 
 def _full_precision(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` in float32 even under bf16 autocast: the embed layer and the projection
-    head are a few small matrix products (no time to save), and the loss compares their
-    outputs by cosine similarity at temperature 0.2, where bf16's 8-bit mantissa blurs
-    neighbouring logits. The convolutional stages keep autocast's speed."""
+    """Apply ``layer`` to x in float32 even under bf16 autocast.
+
+    The embed layer and the projection head are a few small matrix products (no time to
+    save), and the loss compares their outputs by cosine similarity at temperature 0.2, where
+    bf16's 8-bit mantissa blurs neighbouring logits. The convolutional stages keep autocast's
+    speed.
+    """
     with torch.autocast(x.device.type, enabled=False):
         return layer(x.float())
 
@@ -311,11 +391,23 @@ class ContrastiveNet(CellModel):
         return maps
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The representation ``embed`` (N, embed_dim)."""
+        """Return the representation ``embed`` (N, embed_dim) of images x (N, C, H, W)."""
         return self._layers(x)["embed"]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Two views per cell (random in training, seeded in eval) -> their projections."""
+        """Project two views per cell (random in training, seeded in eval).
+
+        Parameters
+        ----------
+        x : torch.Tensor or dict of str to torch.Tensor
+            Images (N, C, H, W), or a pair batch (``source``, ``target``) whose two cells give
+            the two views.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            Projections ``z1`` and ``z2`` (N, proj_dim) of the two views.
+        """
         a, b = (x["source"], x["target"]) if isinstance(x, dict) else (x, x)
         generator = None if self.training else self._view_generator(a.device)
         views = torch.cat([self.views(a, generator), self.views(b, generator)])
@@ -323,6 +415,20 @@ class ContrastiveNet(CellModel):
         return {"z1": z1, "z2": z2}
 
     def loss_terms(self, x, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Compute NT-Xent ``loss`` and the diagnostics ``pos_acc``, ``align`` and ``uniform``.
+
+        Parameters
+        ----------
+        x : torch.Tensor or dict of str to torch.Tensor
+            The batch (unused: the views are in ``out``).
+        out : dict of str to torch.Tensor
+            :meth:`forward` of the batch.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``loss``, ``pos_acc``, ``align``, ``uniform`` (scalars; module docstring).
+        """
         loss, acc = nt_xent(out["z1"], out["z2"], self.temperature)
         with torch.no_grad(), torch.autocast(out["z1"].device.type, enabled=False):
             z1 = F.normalize(out["z1"].float(), dim=1)
@@ -339,13 +445,17 @@ class ContrastiveNet(CellModel):
 
     @torch.no_grad()
     def reconstruct(self, x) -> torch.Tensor:
-        """No decoder: one augmented view of x (seeded), in x's normalised space; of the first
-        cell of each pair when batches are pairs of cells."""
+        """Return one augmented view of x (seeded), in x's normalised space: there is no decoder.
+
+        Of the first cell of each pair when batches are pairs of cells.
+        """
         x = x["source"] if isinstance(x, dict) else x
         return self.views(x, self._view_generator(x.device))
 
     @torch.no_grad()
     def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``conv<i>`` (N, C_i, H_i, W_i) for every stage and ``embed`` (N, embed_dim); no
-        augmentation."""
+        """Return ``conv<i>`` (N, C_i, H_i, W_i) for every stage and ``embed`` (N, embed_dim).
+
+        No augmentation.
+        """
         return self._layers(x)

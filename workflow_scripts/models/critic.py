@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from workflow_scripts.validation import check_fraction, check_int, real_matrix
+
 BOUNDS: tuple[str, ...] = ("infonce", "nwj", "interpolated")
 
 
@@ -40,8 +42,25 @@ class SeparableCritic(nn.Module):
         self.z_encoder = z_encoder
 
     def scores(self, x: Tensor, z: Tensor) -> Tensor:
-        """(N, N) matrix with entry [i, j] = g(x_i) . h(z_j), in float32 even under autocast
-        (the bounds exponentiate the scores)."""
+        """Return the (N, N) score matrix with entry [i, j] = g(x_i) . h(z_j).
+
+        Computed in float32 even under autocast (the bounds exponentiate the scores).
+
+        Parameters
+        ----------
+        x, z : torch.Tensor
+            The N paired inputs of the two encoders.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, N) float32 scores.
+
+        Raises
+        ------
+        ValueError
+            If the two embeddings are not both (N, D).
+        """
         gx = self.x_encoder(x)
         hz = self.z_encoder(z)
         if gx.shape != hz.shape or gx.ndim != 2:
@@ -52,11 +71,41 @@ class SeparableCritic(nn.Module):
             return gx.float() @ hz.float().T
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        """Return :meth:`scores` of ``x`` and ``z``."""
         return self.scores(x, z)
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Module:
-    """``layers`` hidden Linear + ReLU layers of width ``hidden``, then a Linear to ``out_dim``."""
+    """Build ``layers`` hidden Linear + ReLU layers of width ``hidden``, then a Linear to ``out_dim``.
+
+    Parameters
+    ----------
+    in_dim, hidden, out_dim : int
+        Input size, hidden width and output size, each >= 1.
+    layers : int, default=2
+        Number of hidden layers, >= 1.
+
+    Returns
+    -------
+    torch.nn.Module
+        The ``nn.Sequential`` network, drawn from torch's global generator.
+
+    Raises
+    ------
+    ValueError
+        If a size is below 1.
+
+    Examples
+    --------
+    >>> mlp(3, 8, 2)
+    Sequential(
+      (0): Linear(in_features=3, out_features=8, bias=True)
+      (1): ReLU()
+      (2): Linear(in_features=8, out_features=8, bias=True)
+      (3): ReLU()
+      (4): Linear(in_features=8, out_features=2, bias=True)
+    )
+    """
     for name, value in (("in_dim", in_dim), ("hidden", hidden), ("out_dim", out_dim), ("layers", layers)):
         if int(value) < 1:
             raise ValueError(f"mlp: {name} must be >= 1, got {value}")
@@ -79,7 +128,7 @@ def _check_scores(scores: Tensor) -> Tensor:
 
 
 def _logmeanexp_offdiag(scores: Tensor) -> Tensor:
-    """log of the mean of e^{scores} over the N (N - 1) off-diagonal entries."""
+    """Return the log of the mean of e^{scores} over the N (N - 1) off-diagonal entries."""
     n = scores.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=scores.device)
     off = scores.masked_fill(eye, float("-inf"))
@@ -87,9 +136,29 @@ def _logmeanexp_offdiag(scores: Tensor) -> Tensor:
 
 
 def infonce_lower_bound(scores: Tensor) -> Tensor:
-    """InfoNCE (CPC) bound, a scalar in nats, never above log N:
+    """Compute the InfoNCE (CPC) bound, a scalar in nats, never above log N.
 
     I >= log N + 1/N sum_j [ s_jj - log sum_i e^{s_ij} ]   with s_ij = f(x_i, y_j).
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        (N, N) critic scores, N >= 2, positives on the diagonal.
+
+    Returns
+    -------
+    torch.Tensor
+        The bound (float32 scalar).
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` is not a square matrix with N >= 2.
+
+    Examples
+    --------
+    >>> round(float(infonce_lower_bound(torch.zeros(4, 4))), 6)  # an uninformative critic
+    0.0
     """
     scores = _check_scores(scores)
     n = scores.shape[0]
@@ -97,18 +166,33 @@ def infonce_lower_bound(scores: Tensor) -> Tensor:
 
 
 def nwj_lower_bound(scores: Tensor) -> Tensor:
-    """NWJ (f-GAN KL, MINE-f) bound, a scalar in nats, with the tight shift e^{f - 1}:
+    """Compute the NWJ (f-GAN KL, MINE-f) bound, a scalar in nats, with the tight shift e^{f - 1}.
 
     I >= 1/N sum_i s_ii - 1/(N (N - 1)) sum_{i != j} e^{s_ij - 1}.
 
     Unbounded above but its variance grows like e^I / N.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        (N, N) critic scores, N >= 2, positives on the diagonal.
+
+    Returns
+    -------
+    torch.Tensor
+        The bound (float32 scalar).
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` is not a square matrix with N >= 2.
     """
     scores = _check_scores(scores)
     return scores.diagonal().mean() - torch.exp(_logmeanexp_offdiag(scores) - 1.0)
 
 
 def interpolated_lower_bound(scores: Tensor, baseline: Tensor, alpha: float) -> Tensor:
-    """Interpolated bound I_alpha of Poole et al. (2019, eq. 11), a scalar in nats.
+    """Compute the interpolated bound I_alpha of Poole et al. (2019, eq. 11), a scalar in nats.
 
     With b(y; x_1:K) = alpha m(y; x_1:K) + (1 - alpha) a(y), m(y; x_1:K) = 1/K sum_k e^{f(x_k, y)}:
 
@@ -120,8 +204,25 @@ def interpolated_lower_bound(scores: Tensor, baseline: Tensor, alpha: float) -> 
     marginal term uses the set {x_k: k != j} (all independent of y_j) for every x_i, i != j,
     so it reduces to 1/N sum_j m(y_j; x_-j) / b(y_j; x_-j).
 
-    ``baseline`` is log a(y_j), shape (N,) (or a scalar, broadcast); ``alpha`` in [0, 1]:
-    1 is InfoNCE with N - 1 samples (<= log(N - 1)), 0 is TUBA (NWJ when log a = 1).
+    Parameters
+    ----------
+    scores : torch.Tensor
+        (N, N) critic scores, N >= 2, positives on the diagonal.
+    baseline : torch.Tensor or float
+        log a(y_j), shape (N,), or a scalar (broadcast).
+    alpha : float
+        In [0, 1]: 1 is InfoNCE with N - 1 samples (<= log(N - 1)), 0 is TUBA (NWJ when
+        log a = 1).
+
+    Returns
+    -------
+    torch.Tensor
+        The bound (float32 scalar).
+
+    Raises
+    ------
+    ValueError
+        On wrongly shaped scores or baseline, or ``alpha`` outside [0, 1].
     """
     scores = _check_scores(scores)
     n = scores.shape[0]
@@ -172,9 +273,28 @@ def interpolated_lower_bound(scores: Tensor, baseline: Tensor, alpha: float) -> 
 def mi_lower_bound(
     scores: Tensor, bound: str = "infonce", alpha: float = 0.5, baseline: Tensor | None = None
 ) -> Tensor:
-    """The lower bound named ``bound`` ("infonce", "nwj" or "interpolated") on ``scores``.
+    """Compute the lower bound named ``bound`` on ``scores``.
 
-    ``alpha`` and ``baseline`` (log a(y), default zeros) apply to the interpolated bound only.
+    Parameters
+    ----------
+    scores : torch.Tensor
+        (N, N) critic scores, N >= 2, positives on the diagonal.
+    bound : {"infonce", "nwj", "interpolated"}
+        Which bound.
+    alpha : float
+        Interpolation of the interpolated bound (ignored by the others).
+    baseline : torch.Tensor, optional
+        log a(y) of the interpolated bound (default zeros; ignored by the others).
+
+    Returns
+    -------
+    torch.Tensor
+        The bound (float32 scalar, nats).
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``bound`` or invalid scores.
     """
     if bound == "infonce":
         return infonce_lower_bound(scores)
@@ -188,13 +308,8 @@ def mi_lower_bound(
 
 
 def _standardise(a: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be (N, D), got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
+    """Return the columns of a finite (N, D) or (N,) array standardised, as float32 (N, D)."""
+    a = real_matrix(np.asarray(a, dtype=np.float64), name, vector_ok=True)
     std = a.std(axis=0)
     return ((a - a.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
@@ -217,74 +332,66 @@ def estimate_mi(
 ) -> dict:
     """Estimate I(x; z) in nats by training a separable MLP critic (MINE-style, as in VAEM).
 
-    x (N, Dx) and z (N, Dz) are paired rows (1-D arrays are one feature); each column is
-    standardised (MI is invariant to that). Every epoch shuffles the rows into batches of
-    ``batch_size`` (the last incomplete batch is dropped, so InfoNCE's cap log(batch_size)
-    stays fixed; with fewer rows than ``batch_size`` each batch is all rows) and takes one Adam
-    step per batch maximising ``bound``. With ``val_fraction`` > 0 that fraction of rows is held
-    out and the per-epoch score is the bound on the held-out batches (after the epoch's steps);
-    otherwise it is the mean bound of the epoch's training batches (before each step).
+    Each column of x and z is standardised (MI is invariant to that). Every epoch shuffles the
+    rows into batches of ``batch_size`` (the last incomplete batch is dropped, so InfoNCE's cap
+    log(batch_size) stays fixed; with fewer rows than ``batch_size`` each batch is all rows)
+    and takes one Adam step per batch maximising ``bound``, with a cosine learning-rate decay
+    to ``lr / 10``. With ``val_fraction`` > 0 that fraction of rows is held out and the
+    per-epoch score is the bound on the held-out batches (after the epoch's steps); otherwise
+    it is the mean bound of the epoch's training batches (before each step).
 
-    Returns {"mi": mean per-epoch score over the last ``tail`` fraction of epochs, "history":
-    per-epoch scores, "bound", "batch_size", "n_train"}. Deterministic for a ``seed`` on a
-    given machine and thread count; the global torch RNG is left untouched.
+    Parameters
+    ----------
+    x, z : ndarray of shape (N, Dx) and (N, Dz)
+        Paired rows, finite; a 1-D array is one feature.
+    bound : {"infonce", "nwj", "interpolated"}
+        The lower bound maximised and reported.
+    alpha : float
+        Interpolation of the ``interpolated`` bound, in [0, 1].
+    epochs : int
+        Passes over the training rows, >= 1.
+    batch_size : int
+        Rows per step (at most the training rows), >= 2.
+    lr : float
+        Adam learning rate.
+    seed : int
+        Seed of the row order, the held-out rows and the critic's initial weights.
+    hidden, critic_dim, layers : int
+        Width, output size and hidden layers of the two MLPs of the critic (:func:`mlp`).
+    tail : float
+        Fraction of the last epochs averaged into ``mi``, in (0, 1].
+    val_fraction : float
+        Fraction of rows held out for scoring, in [0, 1).
+
+    Returns
+    -------
+    dict
+        ``mi`` (mean per-epoch score over the last ``tail`` fraction of epochs), ``history``
+        (per-epoch scores), ``bound``, ``batch_size`` (used) and ``n_train``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown bound, parameters out of range, or mismatched, non-finite or too few rows.
+
+    Notes
+    -----
+    Deterministic for a ``seed`` on a given machine and thread count; the global torch RNG is
+    left untouched.
     """
-    if bound not in BOUNDS:
-        raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if not 0.0 < tail <= 1.0:
-        raise ValueError(f"tail must be in (0, 1], got {tail}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    _check_estimate_options(bound, alpha, epochs, tail, val_fraction)
     xs, zs = _standardise(x, "x"), _standardise(z, "z")
     if len(xs) != len(zs):
         raise ValueError(f"x and z must have the same number of rows, got {len(xs)} and {len(zs)}")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(xs))
-    n_val = int(round(val_fraction * len(xs)))
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    if len(train_idx) < 2 or 0 < n_val < 2:
-        raise ValueError(f"x: too few rows ({len(xs)}) for val_fraction={val_fraction}; the bounds need pairs >= 2")
+    train_idx, val_idx = _split_rows(rng, len(xs), val_fraction)
     batch = min(int(batch_size), len(train_idx))
     if batch < 2:
         raise ValueError(f"batch_size must be >= 2, got {batch_size}")
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        critic = SeparableCritic(
-            mlp(xs.shape[1], hidden, critic_dim, layers), mlp(zs.shape[1], hidden, critic_dim, layers)
-        )
-        log_baseline = nn.Parameter(torch.zeros(()))
-        params = list(critic.parameters()) + ([log_baseline] if bound == "interpolated" else [])
-        opt = torch.optim.Adam(params, lr=lr)
-        steps_per_epoch = max(1, (len(train_idx) - batch) // batch + 1)
-        # Cosine decay to lr / 10: the score averages the last epochs, so damp their noise.
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(epochs) * steps_per_epoch, eta_min=lr / 10)
-        xt, zt = torch.from_numpy(xs), torch.from_numpy(zs)
-
-        def value(index: np.ndarray) -> Tensor:
-            idx = torch.from_numpy(index)
-            return mi_lower_bound(critic(xt[idx], zt[idx]), bound, alpha, log_baseline)
-
-        history: list[float] = []
-        for _ in range(int(epochs)):
-            perm = train_idx[rng.permutation(len(train_idx))]
-            values = []
-            for start in range(0, len(perm) - batch + 1, batch):
-                mi = value(perm[start : start + batch])
-                opt.zero_grad(set_to_none=True)
-                (-mi).backward()
-                opt.step()
-                schedule.step()
-                values.append(float(mi.detach()))
-            if n_val:
-                with torch.no_grad():
-                    vb = min(batch, n_val)
-                    values = [value(val_idx[s : s + vb]).item() for s in range(0, n_val - vb + 1, vb)]
-            history.append(float(np.mean(values)))
+        critic = _Training(xs, zs, bound, alpha, (hidden, critic_dim, layers), lr, int(epochs), len(train_idx), batch)
+        history = [critic.epoch(train_idx[rng.permutation(len(train_idx))], val_idx) for _ in range(int(epochs))]
     last = max(1, int(round(tail * len(history))))
     return {
         "mi": float(np.mean(history[-last:])),
@@ -293,3 +400,65 @@ def estimate_mi(
         "batch_size": batch,
         "n_train": int(len(train_idx)),
     }
+
+
+def _check_estimate_options(bound: str, alpha, epochs, tail, val_fraction) -> None:
+    if bound not in BOUNDS:
+        raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
+    check_fraction("alpha", alpha)
+    check_int("epochs", epochs, 1)
+    if not 0.0 < tail <= 1.0:
+        raise ValueError(f"tail must be in (0, 1], got {tail}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+
+def _split_rows(rng: np.random.Generator, n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle the rows and hold out ``val_fraction`` of them: (training rows, held-out rows)."""
+    order = rng.permutation(n)
+    n_val = int(round(val_fraction * n))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if len(train_idx) < 2 or 0 < n_val < 2:
+        raise ValueError(f"x: too few rows ({n}) for val_fraction={val_fraction}; the bounds need pairs >= 2")
+    return train_idx, val_idx
+
+
+class _Training:
+    """A fresh critic (drawn from torch's global generator), its optimizer and schedule."""
+
+    def __init__(self, xs, zs, bound, alpha, mlp_shape, lr, epochs, n_train, batch):
+        hidden, critic_dim, layers = mlp_shape
+        self.critic = SeparableCritic(
+            mlp(xs.shape[1], hidden, critic_dim, layers), mlp(zs.shape[1], hidden, critic_dim, layers)
+        )
+        self.log_baseline = nn.Parameter(torch.zeros(()))
+        params = list(self.critic.parameters()) + ([self.log_baseline] if bound == "interpolated" else [])
+        self.opt = torch.optim.Adam(params, lr=lr)
+        steps_per_epoch = max(1, (n_train - batch) // batch + 1)
+        # Cosine decay to lr / 10: the score averages the last epochs, so damp their noise.
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.opt, T_max=epochs * steps_per_epoch, eta_min=lr / 10
+        )
+        self.xt, self.zt = torch.from_numpy(xs), torch.from_numpy(zs)
+        self.bound, self.alpha, self.batch = bound, alpha, batch
+
+    def value(self, index: np.ndarray) -> Tensor:
+        """Return the bound on the rows ``index``."""
+        idx = torch.from_numpy(index)
+        return mi_lower_bound(self.critic(self.xt[idx], self.zt[idx]), self.bound, self.alpha, self.log_baseline)
+
+    def epoch(self, perm: np.ndarray, val_idx: np.ndarray) -> float:
+        """Take one step per full batch of ``perm`` and return the epoch's score."""
+        batch, values = self.batch, []
+        for start in range(0, len(perm) - batch + 1, batch):
+            mi = self.value(perm[start : start + batch])
+            self.opt.zero_grad(set_to_none=True)
+            (-mi).backward()
+            self.opt.step()
+            self.schedule.step()
+            values.append(float(mi.detach()))
+        if len(val_idx):
+            with torch.no_grad():
+                vb = min(batch, len(val_idx))
+                values = [self.value(val_idx[s : s + vb]).item() for s in range(0, len(val_idx) - vb + 1, vb)]
+        return float(np.mean(values))

@@ -24,11 +24,14 @@ from workflow_scripts.models.base import CellModel
 from workflow_scripts.models.blocks import DownBlock
 from workflow_scripts.models.critic import BOUNDS, SeparableCritic, mi_lower_bound, mlp
 from workflow_scripts.models.vae import VAE
+from workflow_scripts.validation import check_fraction, check_real
 
 
 class ImageEmbedding(nn.Module):
-    """The critic's image encoder g: stride-2 DownBlocks (16, 32, 64 channels), global average
-    pooling (any input size) and a linear map to ``out_dim``.
+    """The critic's image encoder g: stride-2 DownBlocks, global average pooling and a linear map.
+
+    The blocks have (16, 32, 64) channels by default; the pooling takes any input size; the
+    linear map goes to ``out_dim``.
 
     The pooled head keeps the fan-in small: with a 4 x 4 grid (1024 inputs) the first Adam
     steps of the critic at 5x the VAE's learning rate moved the scores by tens of nats, which
@@ -42,6 +45,7 @@ class ImageEmbedding(nn.Module):
         self.head = nn.Linear(widths[-1], out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed images x (N, C, H, W) as (N, out_dim)."""
         return self.head(self.blocks(x).mean(dim=(2, 3)))
 
 
@@ -84,14 +88,11 @@ class InfoMaxVAE(CellModel):
         super().__init__()
         if bound not in BOUNDS:
             raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        if float(mi_weight) < 0:
-            raise ValueError(f"mi_weight must be >= 0, got {mi_weight}")
+        check_fraction("alpha", alpha)
+        check_real("mi_weight", mi_weight, 0.0)
         if int(critic_dim) < 1:
             raise ValueError(f"critic_dim must be >= 1, got {critic_dim}")
-        if float(critic_lr_factor) <= 0:
-            raise ValueError(f"critic_lr_factor must be > 0, got {critic_lr_factor}")
+        check_real("critic_lr_factor", critic_lr_factor, 0.0, strict=True)
         self.vae = VAE(
             in_channels, input_size, latent_dim=latent_dim, width=width, depth=depth, likelihood=likelihood, beta=beta
         )
@@ -108,31 +109,48 @@ class InfoMaxVAE(CellModel):
 
     # -- the VAE ---------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the VAE's latent mean and log-variance of images x (:meth:`VAE.encode`)."""
         return self.vae.encode(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode latents z (N, latent_dim) with the VAE's decoder (:meth:`VAE.decode`)."""
         return self.vae.decode(z)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The VAE's outputs: ``mu``, ``logvar``, ``z`` (sampled in training, ``mu`` in
-        eval mode) and ``out``."""
+        """Run the VAE: ``mu``, ``logvar``, ``z`` (sampled in training, ``mu`` in eval mode) and ``out``."""
         return self.vae(x)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the VAE's reconstruction of images x (:meth:`VAE.reconstruct`)."""
         return self.vae.reconstruct(x)
 
     @torch.no_grad()
     def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return the VAE's feature maps of images x (:meth:`VAE.feature_maps`)."""
         return self.vae.feature_maps(x)
 
     # -- the critic ------------------------------------------------------------------------
     def critic_parameters(self) -> list[nn.Parameter]:
+        """Return the critic's parameters, with the learned baseline of the interpolated bound."""
         extra = [self.critic_log_baseline] if self.critic_log_baseline is not None else []
         return [*self.critic.parameters(), *extra]
 
     def mutual_information(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The bound I_hat(x; z) (nats) on the batch's pairs; 0 for a batch of one."""
+        """Estimate the bound I_hat(x; z) (nats) on the batch's pairs; 0 for a batch of one.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (N, C, H, W).
+        z : torch.Tensor
+            Their latents (N, latent_dim).
+
+        Returns
+        -------
+        torch.Tensor
+            The bound (float32 scalar).
+        """
         if x.shape[0] < 2:
             return z.new_zeros((), dtype=torch.float32)
         scores = self.critic(x, z)
@@ -157,9 +175,21 @@ class InfoMaxVAE(CellModel):
 
     # -- training --------------------------------------------------------------------------
     def loss_terms(self, x: torch.Tensor, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The VAE's terms plus ``mi`` = I_hat(x; out["z"]); loss = recon + beta KL - mi_weight mi.
+        """Compute the VAE's terms plus ``mi`` = I_hat(x; out["z"]); loss = recon + beta KL - mi_weight mi.
 
         In eval mode ``z`` is the latent mean, so validation is deterministic.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (N, C, H, W).
+        out : dict of str to torch.Tensor
+            :meth:`forward` of ``x``.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            The VAE's terms (``loss`` including the MI term) and ``mi``.
         """
         terms = dict(self.vae.loss_terms(x, out))
         mi = self.mutual_information(x, out["z"])
@@ -168,6 +198,20 @@ class InfoMaxVAE(CellModel):
         return terms
 
     def configure_optimizers(self, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
+        """Create AdamW for the VAE (``model``) and for the ``critic`` (``critic_lr_factor`` x ``lr``).
+
+        Parameters
+        ----------
+        lr : float
+            The VAE's learning rate.
+        weight_decay : float
+            AdamW weight decay of both.
+
+        Returns
+        -------
+        dict of str to torch.optim.Optimizer
+            ``model`` and ``critic``.
+        """
         return {
             "model": torch.optim.AdamW(self.vae.parameters(), lr=lr, weight_decay=weight_decay),
             "critic": torch.optim.AdamW(
@@ -176,8 +220,25 @@ class InfoMaxVAE(CellModel):
         }
 
     def training_step(self, batch, optimizers: dict, autocast) -> dict[str, torch.Tensor]:
-        """(a) one critic step up the bound on (x, z.detach()), z ~ q(z | x); (b) one VAE step
-        down recon + beta KL - mi_weight x bound, with the updated critic held fixed."""
+        """Take one critic step, then one VAE step.
+
+        (a) One critic step up the bound on (x, z.detach()), z ~ q(z | x); (b) one VAE step
+        down recon + beta KL - mi_weight x bound, with the updated critic held fixed.
+
+        Parameters
+        ----------
+        batch : torch.Tensor
+            Images (N, C, H, W).
+        optimizers : dict of str to torch.optim.Optimizer
+            As made by :meth:`configure_optimizers`.
+        autocast : context manager
+            Mixed precision for the forward passes.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            :meth:`loss_terms` of the batch, detached.
+        """
         x = batch
         critic_opt, model_opt = optimizers["critic"], optimizers["model"]
         critic_opt.zero_grad(set_to_none=True)

@@ -27,6 +27,20 @@ class ReconstructionLikelihood(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(channels)) if kind == "gaussian" else None
 
     def nll(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Return the negative log-likelihood of images ``x`` under the decoder output ``out``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (N, C, H, W).
+        out : torch.Tensor
+            Decoder output of the same shape: Gaussian means or Bernoulli logits.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar: summed over pixels, averaged over the batch (float32).
+        """
         x, out = x.float(), out.float()
         if self.kind == "gaussian":
             log_scale = self.log_scale.view(1, -1, 1, 1)
@@ -36,5 +50,16 @@ class ReconstructionLikelihood(nn.Module):
         return nll.flatten(1).sum(1).mean()
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
-        """The expected image given the decoder output."""
+        """Return the expected image given the decoder output.
+
+        Parameters
+        ----------
+        out : torch.Tensor
+            Decoder output (N, C, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            ``out`` itself (Gaussian) or ``sigmoid(out)`` (Bernoulli).
+        """
         return torch.sigmoid(out) if self.kind == "bernoulli" else out

@@ -20,7 +20,7 @@ Network (widths given at ``width_mult`` = 1, the reference):
 
 Loss: mean squared error between the prediction and B's protein channel. Optimiser: Adam with
 beta1 = 0.5 as in the reference (the learning rate comes from the config; 1e-4 in the paper).
-The reference scales each cell's channels to [0, 1] (``workflow_scripts.pairs.per_cell_minmax``).
+The reference scales each cell's channels to [0, 1] (``workflow_scripts.data.per_cell_minmax``).
 ``width_mult`` scales every width (rounded, at least 4 channels) so that a quick preset trains on
 a CPU.
 """
@@ -39,8 +39,44 @@ MIN_WIDTH = 4
 
 
 def scale_widths(widths: Sequence[int], width_mult: float) -> list[int]:
-    """``round(w * width_mult)``, at least ``MIN_WIDTH``, for each width."""
+    """Scale each width: ``round(w * width_mult)``, at least ``MIN_WIDTH``.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        The reference widths.
+    width_mult : float
+        The factor.
+
+    Returns
+    -------
+    list of int
+        The scaled widths.
+
+    Examples
+    --------
+    >>> scale_widths((96, 256, 16), 0.25)
+    [24, 64, 4]
+    """
     return [max(MIN_WIDTH, int(round(w * width_mult))) for w in widths]
+
+
+def _channel_roles(in_channels: int, protein_channel, structure_channels) -> tuple[int, list[int]]:
+    """Check the protein channel and the structure channels (default: all others) and return them."""
+    if not 0 <= int(protein_channel) < in_channels:
+        raise ValueError(f"protein_channel {protein_channel} is not in [0, {in_channels})")
+    protein_channel = int(protein_channel)
+    if structure_channels is None:
+        structure_channels = [c for c in range(in_channels) if c != protein_channel]
+    structure_channels = [int(c) for c in structure_channels]
+    if len(set(structure_channels)) != len(structure_channels):
+        raise ValueError(f"structure_channels has repeats: {structure_channels}")
+    bad = [c for c in structure_channels if not 0 <= c < in_channels]
+    if bad:
+        raise ValueError(f"structure_channels {bad} are not in [0, {in_channels})")
+    if protein_channel in structure_channels:
+        raise ValueError(f"structure_channels {structure_channels} include the protein channel {protein_channel}")
+    return protein_channel, structure_channels
 
 
 class ConvBlock(nn.Module):
@@ -53,6 +89,7 @@ class ConvBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
+        """Map (N, C_in, H, W) to (N, C_out, H, W)."""
         return self.act(self.norm(self.conv(x)))
 
 
@@ -103,19 +140,7 @@ class PairedInpaintingNet(CellModel):
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if input_size % 4:
             raise ValueError(f"input_size ({input_size}) must be divisible by 4 (two 2x poolings)")
-        if not 0 <= int(protein_channel) < in_channels:
-            raise ValueError(f"protein_channel {protein_channel} is not in [0, {in_channels})")
-        protein_channel = int(protein_channel)
-        if structure_channels is None:
-            structure_channels = [c for c in range(in_channels) if c != protein_channel]
-        structure_channels = [int(c) for c in structure_channels]
-        if len(set(structure_channels)) != len(structure_channels):
-            raise ValueError(f"structure_channels has repeats: {structure_channels}")
-        bad = [c for c in structure_channels if not 0 <= c < in_channels]
-        if bad:
-            raise ValueError(f"structure_channels {bad} are not in [0, {in_channels})")
-        if protein_channel in structure_channels:
-            raise ValueError(f"structure_channels {structure_channels} include the protein channel {protein_channel}")
+        protein_channel, structure_channels = _channel_roles(in_channels, protein_channel, structure_channels)
         if len(widths) != 5 or len(marker_widths) != 3 or len(decoder_widths) != 3:
             raise ValueError("widths needs 5 entries, marker_widths 3 and decoder_widths 3")
         if not width_mult > 0:
@@ -148,7 +173,7 @@ class PairedInpaintingNet(CellModel):
 
     # ------------------------------------------------------------------ pieces
     def _encode(self, x: torch.Tensor, keep: bool = False):
-        """Source encoder; returns the H/4 map and, with ``keep``, every named activation."""
+        """Run the source encoder; return the H/4 map and, with ``keep``, every named activation."""
         maps = {}
         h = x
         for i, block in enumerate(self.encoder):
@@ -168,16 +193,28 @@ class PairedInpaintingNet(CellModel):
         return h
 
     def target_structure(self, batch: dict) -> torch.Tensor:
-        """B's structure channels (N, S, H, W): the marker encoder's input."""
+        """Return B's structure channels (N, S, H, W): the marker encoder's input."""
         return batch["target"].index_select(1, self._structure_index)
 
     def reconstruction_target(self, batch: dict) -> torch.Tensor:
-        """B's true protein channel (N, 1, H, W): what ``reconstruct`` predicts."""
+        """Return B's true protein channel (N, 1, H, W): what ``reconstruct`` predicts."""
         p = self.protein_channel
         return batch["target"][:, p : p + 1]
 
     # ------------------------------------------------------------------ interface
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Predict B's protein channel from all of A and B's structure channels.
+
+        Parameters
+        ----------
+        batch : dict of str to torch.Tensor
+            ``source`` (cell A) and ``target`` (cell B), (N, C, H, W) each.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``prediction`` (N, 1, H, W).
+        """
         source = batch["source"]
         h, _ = self._encode(source)
         if self.marker is not None:
@@ -189,23 +226,52 @@ class PairedInpaintingNet(CellModel):
         return {"prediction": self.head(h)}
 
     def loss_terms(self, batch: dict, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Compute ``loss`` = ``mse``, the mean squared error of the prediction against B's protein.
+
+        Parameters
+        ----------
+        batch : dict of str to torch.Tensor
+            The pair batch (``source``, ``target``).
+        out : dict of str to torch.Tensor
+            :meth:`forward` of ``batch``.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``loss`` and ``mse`` (detached).
+        """
         mse = F.mse_loss(out["prediction"].float(), self.reconstruction_target(batch).float())
         return {"loss": mse, "mse": mse.detach()}
 
     def configure_optimizers(self, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
-        """Adam with beta1 = 0.5, as in the reference."""
+        """Create Adam with beta1 = 0.5, as in the reference.
+
+        Parameters
+        ----------
+        lr : float
+            Learning rate.
+        weight_decay : float
+            Adam weight decay.
+
+        Returns
+        -------
+        dict of str to torch.optim.Optimizer
+            ``{"model": Adam(all parameters)}``.
+        """
         return {"model": torch.optim.Adam(self.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay)}
 
     @torch.no_grad()
     def reconstruct(self, batch: dict) -> torch.Tensor:
-        """Predicted protein channel of B (N, 1, H, W); compare with ``reconstruction_target``."""
+        """Return the predicted protein channel of B (N, 1, H, W); compare with ``reconstruction_target``."""
         return self(batch)["prediction"]
 
     @torch.no_grad()
     def feature_maps(self, x) -> dict[str, torch.Tensor]:
-        """Source-encoder activations of single cells x (N, C, H, W) (or a pair batch's
-        ``source``): ``conv1`` (N, w1, H, W), ``conv2`` (N, w2, H/2, W/2), ``conv3`` .. ``conv5``
-        at H/4; after ReLU, before pooling."""
+        """Return the source-encoder activations of single cells x (N, C, H, W) (or a pair batch's ``source``).
+
+        ``conv1`` (N, w1, H, W), ``conv2`` (N, w2, H/2, W/2), ``conv3`` .. ``conv5`` at H/4;
+        after ReLU, before pooling.
+        """
         if isinstance(x, dict):
             x = x["source"]
         return self._encode(x, keep=True)[1]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import json
 
+import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from workflow_scripts.io import atomic_path, write_json
 from workflow_scripts.models.spec import FAMILIES, FAMILY_DEFAULTS, layer_names
 
 #: family -> (module, class) under workflow_scripts.models; imported on first use.
@@ -24,7 +28,25 @@ _DATA_KEYS = {"pair_within", "feedback"}
 
 
 def architecture(family: str, params: dict) -> dict:
-    """The constructor keyword arguments of ``family`` taken from a config entry."""
+    """Return the constructor keyword arguments of ``family`` taken from a config entry.
+
+    Parameters
+    ----------
+    family : str
+        The model family.
+    params : dict
+        The resolved entry.
+
+    Returns
+    -------
+    dict
+        The family's architecture keys present in ``params`` (data-handling keys left out).
+
+    Examples
+    --------
+    >>> architecture("paired_inpainting", {"width_mult": 0.5, "pair_within": "Metadata_group", "lr": 1e-3})
+    {'width_mult': 0.5}
+    """
     return {k: params[k] for k in FAMILY_DEFAULTS[family] if k in params and k not in _DATA_KEYS}
 
 
@@ -38,12 +60,34 @@ def build_model(
 ) -> nn.Module:
     """Instantiate ``family`` for C = ``in_channels`` inputs of ``input_size`` px.
 
-    With ``seed``, the initial weights are a function of the seed alone (the global torch RNG
-    is seeded first), so the same config trains to the same weights in any process.
+    Parameters
+    ----------
+    family : str
+        The model family.
+    in_channels : int
+        Channels of the input crops.
+    input_size : int
+        Height = width of the input crops.
+    params : dict
+        The resolved entry.
+    channels : list of dict, optional
+        Name and role per channel, needed by families that treat channels differently
+        (paired inpainting: the protein channel is the target, structure channels the marker
+        input).
+    seed : int, optional
+        With a seed the initial weights are a function of the seed alone (the global torch
+        RNG is seeded first), so the same config trains to the same weights in any process.
 
-    ``channels`` (name and role per channel) is needed by families that treat channels
-    differently (paired inpainting: the protein channel is the target, structure channels the
-    marker input).
+    Returns
+    -------
+    torch.nn.Module
+        The network, its ``layer_names`` as :func:`~workflow_scripts.models.spec.layer_names`
+        declares them.
+
+    Raises
+    ------
+    ValueError
+        For an unknown family or channels a family cannot use.
     """
     if family not in _CLASSES:
         raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
@@ -55,8 +99,6 @@ def build_model(
         kwargs.update(_inpainting_channels(channels, in_channels))
     builder = getattr(importlib.import_module(f"workflow_scripts.models.{module}"), cls)
     if seed is not None:
-        import torch
-
         torch.manual_seed(seed)
     model = builder(in_channels, input_size, **kwargs)
     # The Snakefile declares outputs from spec.layer_names without importing torch; the two
@@ -82,13 +124,18 @@ def _inpainting_channels(channels: list[dict] | None, in_channels: int) -> dict:
 def save_trained(model: nn.Module, state: dict, weights_path, config_path, record: dict) -> None:
     """Write weights as safetensors (no pickle) and the model's config as JSON, atomically.
 
-    ``record`` must hold ``family``, ``in_channels``, ``input_size`` and ``params`` (the config
-    entry); anything else (normalisation, channels, best epoch) is kept for the user.
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained network (its ``layer_names`` are recorded).
+    state : dict
+        The state dict to save.
+    weights_path, config_path : path-like
+        Where the weights and the ``model.json`` go.
+    record : dict
+        Must hold ``family``, ``in_channels``, ``input_size`` and ``params`` (the config
+        entry); anything else (normalisation, channels, best epoch) is kept for the user.
     """
-    from safetensors.torch import save_file
-
-    from workflow_scripts.io import atomic_path, write_json
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_path(weights_path) as tmp:
         save_file(tensors, str(tmp), metadata={"family": record["family"]})
@@ -96,11 +143,23 @@ def save_trained(model: nn.Module, state: dict, weights_path, config_path, recor
 
 
 def load_trained(weights_path, config_path) -> tuple[nn.Module, dict]:
-    """Rebuild a model from its JSON config and load its safetensors weights (eval mode)."""
-    import json
+    """Rebuild a model from its JSON config and load its safetensors weights (eval mode).
 
-    from safetensors.torch import load_file
+    Parameters
+    ----------
+    weights_path, config_path : path-like
+        The ``weights.safetensors`` and ``model.json`` written by :func:`save_trained`.
 
+    Returns
+    -------
+    tuple
+        The network in eval mode and the record of ``model.json``.
+
+    Raises
+    ------
+    ValueError
+        If ``model.json`` lacks a required key.
+    """
     with open(config_path) as fh:
         record = json.load(fh)
     for key in ("family", "in_channels", "input_size", "params"):

@@ -1,6 +1,10 @@
-"""What each model family takes and exposes, without importing torch: the Snakefile resolves
-every model entry (preset + explicit keys) and declares one feature table per layer at parse
-time, and a dry run of a large screen must stay fast."""
+"""What each model family takes and exposes, without importing torch.
+
+The Snakefile resolves every model entry (preset + explicit keys) and declares one feature
+table per layer at parse time, and a dry run of a large screen must stay fast. The family
+defaults live here (the schema lists the keys a model entry may carry; README's configuration
+reference renders both).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ COMMON_DEFAULTS: dict = {
     "weight_decay": 0.0,
     "patience": 0,
     "augment": True,
-    # bf16 autocast on CUDA and on CPUs with native bf16, else fp32 (train.resolve_precision).
+    # bf16 autocast on CUDA and on CPUs with native bf16, else fp32 (training.loop.resolve_precision).
     "precision": "auto",
     "schedule": "cosine",
     "compile": False,
@@ -29,7 +33,7 @@ COMMON_DEFAULTS: dict = {
 _AE = {"latent_dim": 32, "width": 32, "depth": 4, "likelihood": "gaussian"}
 _VAE = {**_AE, "beta": 1.0}
 #: Expert feedback (vae, scvae): ``guided`` adds the label and anchor terms of
-#: workflow_scripts.feedback for the cells of the ``feedback`` CSV; ``guided_labels`` (the
+#: workflow_scripts.training.guided for the cells of the ``feedback`` CSV; ``guided_labels`` (the
 #: number of feedback labels) is set at training time and recorded with the weights.
 _GUIDED = {"guided": False, "guide_weight": 1.0, "feedback": None, "guided_labels": 0}
 
@@ -118,8 +122,38 @@ TRAINING_DEFAULTS: dict[str, dict] = {
 
 
 def resolve_model(name: str, entry: dict) -> dict:
-    """Complete a ``models.<name>`` entry: common defaults < family defaults < preset < the
-    entry's own keys. Keys the family does not take raise ValueError naming them."""
+    """Complete a ``models.<name>`` entry.
+
+    Precedence, lowest first: common defaults, the family's training defaults, the family's
+    architecture defaults, the preset, the entry's own keys.
+
+    Parameters
+    ----------
+    name : str
+        The model's name (for messages).
+    entry : dict
+        The entry as configured; ``family`` is required.
+
+    Returns
+    -------
+    dict
+        Every parameter of the model, keys sorted.
+
+    Raises
+    ------
+    ValueError
+        Naming the key, for an unknown family or preset, or keys the family does not take.
+
+    Examples
+    --------
+    >>> params = resolve_model("simclr", {"family": "contrastive"})
+    >>> params["batch_size"], params["epochs"], params["embed_dim"]
+    (128, 20, 128)
+    >>> resolve_model("ae", {"family": "ae", "beta": 2.0})
+    Traceback (most recent call last):
+    ...
+    ValueError: models.ae: 'beta' not used by family 'ae'; it takes ['augment', 'batch_size', 'compile', 'depth', 'epochs', 'input', 'latent_dim', 'likelihood', 'lr', 'normalize', 'patience', 'precision', 'preset', 'schedule', 'tensorboard', 'weight_decay', 'weights', 'width']
+    """
     family = entry.get("family")
     if family not in FAMILY_DEFAULTS:
         raise ValueError(f"models.{name}.family: {family!r} is not one of {FAMILIES}")
@@ -151,7 +185,25 @@ def resolve_model(name: str, entry: dict) -> dict:
 
 
 def layer_names(family: str, params: dict) -> list[str]:
-    """Named feature layers of a (resolved) model entry, in network order."""
+    """Return the named feature layers of a resolved model entry, in network order.
+
+    Parameters
+    ----------
+    family : str
+        The model family.
+    params : dict
+        The resolved entry (``depth`` where the family has one).
+
+    Returns
+    -------
+    list of str
+        Layer names.
+
+    Examples
+    --------
+    >>> layer_names("vae", {"depth": 3})
+    ['conv1', 'conv2', 'conv3', 'mu']
+    """
     if family in ("vae", "scvae", "infomax_vae"):
         return [f"conv{i}" for i in range(1, int(params["depth"]) + 1)] + ["mu"]
     if family == "ae":
@@ -166,9 +218,31 @@ def layer_names(family: str, params: dict) -> list[str]:
 
 
 def feature_layers(family: str, params: dict, pooling: list[str]) -> list[str]:
-    """Feature tables of a model: one per layer and pooling. The first pooling keeps the layer's
-    name (``conv3``); further ones add a suffix (``conv3_max``). Vector layers (``mu``,
-    ``code``, ``z``, ``embed``) have no spatial extent and appear once."""
+    """Return the feature tables of a model: one per layer and pooling.
+
+    The first pooling keeps the layer's name (``conv3``); further ones add a suffix
+    (``conv3_max``). Vector layers (``mu``, ``code``, ``z``, ``embed``) have no spatial extent
+    and appear once.
+
+    Parameters
+    ----------
+    family : str
+        The model family.
+    params : dict
+        The resolved entry.
+    pooling : list of str
+        ``features.pooling``.
+
+    Returns
+    -------
+    list of str
+        Table names, in network order.
+
+    Examples
+    --------
+    >>> feature_layers("vae", {"depth": 2}, ["mean", "max"])
+    ['conv1', 'conv1_max', 'conv2', 'conv2_max', 'mu']
+    """
     vector = {"mu", "code", "z", "embed"}
     names = []
     for layer in layer_names(family, params):
@@ -179,7 +253,25 @@ def feature_layers(family: str, params: dict, pooling: list[str]) -> list[str]:
 
 
 def split_feature_layer(name: str, pooling: list[str]) -> tuple[str, str]:
-    """Inverse of :func:`feature_layers`: ``conv3_max`` -> (``conv3``, ``max``)."""
+    """Split a feature table name into layer and pooling (inverse of :func:`feature_layers`).
+
+    Parameters
+    ----------
+    name : str
+        A table name from :func:`feature_layers`.
+    pooling : list of str
+        ``features.pooling``.
+
+    Returns
+    -------
+    tuple of str
+        (layer, pooling).
+
+    Examples
+    --------
+    >>> split_feature_layer("conv3_max", ["mean", "max"])
+    ('conv3', 'max')
+    """
     for how in pooling[1:]:
         if name.endswith(f"_{how}"):
             return name[: -len(how) - 1], how

@@ -7,6 +7,15 @@ from workflow_scripts.sources.bbbc import acquire_bbbc
 
 
 def main(smk):
+    """Download and unpack the dataset's archives and write ``raw/fields.csv``.
+
+    Parameters
+    ----------
+    smk : snakemake.script.Snakemake
+        The rule's ``params``: ``root`` (destination), ``options`` (``archives``,
+        ``image_csv``, ``moa_csv``, ``channels``) and ``download`` (``workers``,
+        ``retries``, ``backoff``, ``timeout``).
+    """
     opts = dict(smk.params.options)
     dl = dict(smk.params.download)
     # fields.csv is written last, only once every download and extraction succeeded.

@@ -7,6 +7,16 @@ from workflow_scripts.sources.hpa import acquire_hpa
 
 
 def main(smk):
+    """Download the fields of the dataset's genes and write ``raw/fields.csv``.
+
+    Parameters
+    ----------
+    smk : snakemake.script.Snakemake
+        The rule's ``input.genes`` (gene list) and ``params``: ``root`` (destination),
+        ``options`` (``base_url``, ``image_base_url``, ``max_genes``,
+        ``max_images_per_gene``) and ``download`` (``workers``, ``retries``,
+        ``backoff``, ``timeout``).
+    """
     opts = dict(smk.params.options)
     dl = dict(smk.params.download)
     # fields.csv is written last, only once every download succeeded: it marks completion.

@@ -12,6 +12,15 @@ log = logging.getLogger("download_manifest")
 
 
 def main(smk):
+    """Download every file of the manifest and write a JSON record of the download.
+
+    Parameters
+    ----------
+    smk : snakemake.script.Snakemake
+        The rule's ``input.manifest``, ``output[0]`` (the record) and ``params``: ``root``
+        (destination) and ``download`` (``workers``, ``retries``, ``backoff``,
+        ``timeout``).
+    """
     entries = read_manifest(smk.input.manifest)
     opts = dict(smk.params.download)
     report = download_all(

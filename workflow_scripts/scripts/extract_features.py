@@ -7,18 +7,20 @@ import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import pandas as pd
 import torch
 
-from workflow_scripts.data import normalizer_from_record, open_shards, source_for
+from workflow_scripts.data import normalizer_from_record, open_shards
 from workflow_scripts.features import extract_features, feature_table
 from workflow_scripts.io import write_parquet
 from workflow_scripts.models.registry import load_trained
 from workflow_scripts.models.spec import split_feature_layer
 from workflow_scripts.runner import run
-from workflow_scripts.train import pick_device
+from workflow_scripts.training.device import pick_device
+from workflow_scripts.training.streams import source_for
 
 log = logging.getLogger("extract_features")
 
 
 def main(smk):
+    """Write one feature table per (layer, pooling) of the trained model."""
     torch.set_num_threads(max(1, int(smk.threads)))
     model, record = load_trained(smk.input.weights, smk.input.config)
     cells = pd.read_parquet(smk.input.cells)

@@ -14,6 +14,7 @@ log = logging.getLogger("filter_cells")
 
 
 def main(smk):
+    """Filter the cells of all shards; write the kept cells, the drop counts and skipped fields."""
     tables = [pd.read_parquet(path) for path in smk.input.tables]
     tables = [t for t in tables if len(t)]
     cells = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()

@@ -1,5 +1,7 @@
-"""Rule index_dataset (a checkpoint): list a dataset's fields (or pre-cropped cells) once,
-with their metadata and shard; every later job of the dataset reads this index."""
+"""Rule index_dataset (a checkpoint): list a dataset's fields (or pre-cropped cells) once.
+
+Each with its metadata and shard; every later job of the dataset reads this index.
+"""
 
 import logging
 
@@ -9,15 +11,25 @@ from workflow_scripts.io import write_parquet
 from workflow_scripts.runner import run
 from workflow_scripts.sources.crops import index_crops
 from workflow_scripts.sources.local import describe, index_fields
+from workflow_scripts.sources.registry import source_spec
 
 log = logging.getLogger("index_dataset")
 
 
 def main(smk):
+    """Write the index of the dataset, after checking it has the columns the config uses.
+
+    Parameters
+    ----------
+    smk : snakemake.script.Snakemake
+        The rule's ``wildcards.dataset``, ``input`` (optional ``fields_table``),
+        ``output.index`` and ``params``: ``entry`` (the dataset's config entry), ``root``
+        (the image folder) and ``required`` (metadata columns the config uses).
+    """
     dataset = smk.wildcards.dataset
     entry = dict(smk.params.entry)
     log.info("indexing %s (%s) under %s: %s", dataset, entry["source"], smk.params.root, describe(entry))
-    if entry["source"] == "crops":
+    if not source_spec(entry["source"]).whole_fields:  # pre-cropped cells
         table = index_crops(dataset, entry, entry.get("path"))
         unit = "cells"
     else:

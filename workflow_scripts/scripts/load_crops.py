@@ -14,6 +14,15 @@ log = logging.getLogger("load_crops")
 
 
 def main(smk):
+    """Write one shard's crops, resized, with their cell table and QC counts.
+
+    Parameters
+    ----------
+    smk : snakemake.script.Snakemake
+        The rule's ``wildcards.shard``, ``input.index``, ``output`` (``crops``, ``table``,
+        ``qc``) and ``params``: ``entry`` (the dataset's config entry) and ``size`` (the
+        crop side).
+    """
     index = pd.read_parquet(smk.input.index)
     rows = index[index["shard"] == smk.wildcards.shard]
     if rows.empty:

@@ -7,16 +7,18 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from workflow_scripts.data import make_normalizer, open_shards, pixel_matrix, source_for
+from workflow_scripts.data import make_normalizer, open_shards, pixel_matrix
 from workflow_scripts.features import feature_table
 from workflow_scripts.io import write_parquet
 from workflow_scripts.runner import run
 from workflow_scripts.split import split_by_group
+from workflow_scripts.training.streams import source_for
 
 log = logging.getLogger("pca_features")
 
 
 def main(smk):
+    """Fit the pixel PCA on the training split and write every cell's components."""
     cells = pd.read_parquet(smk.input.cells)
     arrays = open_shards(smk.input.arrays)
     seed = int(smk.params.seed)

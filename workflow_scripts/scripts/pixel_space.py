@@ -12,17 +12,19 @@ import _bootstrap  # noqa: F401  (puts the package on sys.path)
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.data import Normalizer, open_shards, pixel_matrix, raw_channel_stats, source_for
+from workflow_scripts.data import Normalizer, open_shards, pixel_matrix, raw_channel_stats
 from workflow_scripts.io import atomic_path
 from workflow_scripts.metrics.sampling import stratified_subsample
 from workflow_scripts.metrics.suite import pixel_components
 from workflow_scripts.runner import run
+from workflow_scripts.training.streams import source_for
 
 log = logging.getLogger("pixel_space")
 DOWNSAMPLE = 2
 
 
 def main(smk):
+    """Write the evaluated cells' downsampled pixels and their principal components."""
     cells = pd.read_parquet(smk.input.cells)
     label = smk.params.label
     if label not in cells.columns:

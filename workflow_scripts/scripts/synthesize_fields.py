@@ -9,6 +9,15 @@ from workflow_scripts.sources.synthetic import generate_shard
 
 
 def main(smk):
+    """Simulate one shard of the synthetic dataset and write its fields and tables.
+
+    Parameters
+    ----------
+    smk : snakemake.script.Snakemake
+        The rule's ``wildcards.dataset``, ``output`` (``fields``, ``table``, ``objects``)
+        and ``params``: ``seed``, ``indices`` (the shard's field indices) and ``options``
+        (keywords of :func:`~workflow_scripts.sources.synthetic.generate_field`).
+    """
     shard = generate_shard(int(smk.params.seed), list(smk.params.indices), **smk.params.options)
     fields = shard["fields"].copy()
     fields.insert(0, "Metadata_dataset", smk.wildcards.dataset)

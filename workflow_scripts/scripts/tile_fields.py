@@ -10,6 +10,7 @@ from workflow_scripts.tiles import tile_image
 
 
 def main(smk):
+    """Cut every field of the shard into tiles; write the tiles and their table."""
     images, _ = read_fields(smk.input.fields)
     fields = pd.read_parquet(smk.input.table)
     size, overlap = int(smk.params.tiling["size"]), int(smk.params.tiling["overlap"])

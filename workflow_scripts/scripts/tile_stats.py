@@ -11,6 +11,7 @@ from workflow_scripts.split import split_by_group
 
 
 def main(smk):
+    """Write the per-channel statistics of the training tiles and the split they come from."""
     table = pd.concat([pd.read_parquet(p) for p in smk.input.tables], ignore_index=True)
     is_val = split_by_group(table[smk.params.split["by"]].astype(str), smk.params.split["val_fraction"], int(smk.params.seed))
     train = table.loc[~is_val]

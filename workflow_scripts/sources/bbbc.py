@@ -1,5 +1,7 @@
-"""Broad Bioimage Benchmark Collection source: zip archives of per-channel images plus
-CellProfiler-style metadata CSVs (BBBC021 and the sets that follow its convention).
+"""Broad Bioimage Benchmark Collection source: zip archives of per-channel images.
+
+The images come with CellProfiler-style metadata CSVs (BBBC021 and the sets that follow
+its convention).
 
 :func:`acquire_bbbc` downloads the archives and CSVs to ``<raw_dir>/downloads/``,
 extracts every archive (zip-slip safe) into ``<raw_dir>/images/``, reads the image table,
@@ -133,12 +135,12 @@ def _read_moa(path: Path) -> pd.DataFrame:
 
 
 def _plain_name(name: str) -> bool:
-    """True if ``name`` is a single path component (no separator, not ``.`` or ``..``)."""
+    """Tell whether ``name`` is a single path component (no separator, not ``.`` or ``..``)."""
     return bool(name) and name not in (".", "..") and not any(ch in name for ch in "/\\\x00")
 
 
 def _last_folder(pathname) -> str | None:
-    """The last folder of a CellProfiler PathName (posix or Windows spelling)."""
+    """Return the last folder of a CellProfiler PathName (posix or Windows spelling)."""
     if not isinstance(pathname, str) or not pathname.strip():
         return None
     text = pathname.strip().rstrip("/\\")
@@ -168,15 +170,66 @@ def build_field_table(
     group_columns: Sequence[str] | None = None,
     source: str = "image table",
 ) -> pd.DataFrame:
-    """The field table of an image table whose files lie under ``raw_dir/image_root``.
+    """Build the field table of an image table whose files lie under ``raw_dir/image_root``.
 
-    The I/O-free part of :func:`acquire_bbbc` (apart from listing the extracted files);
-    parameters as there. ``moa`` has columns ``compound``, ``concentration`` (floats) and
-    ``moa``; ``source`` names the table in messages.
+    The I/O-free part of :func:`acquire_bbbc` (apart from listing the extracted files).
+
+    Parameters
+    ----------
+    images : pandas.DataFrame
+        The image table, one row per field of view.
+    raw_dir : path-like
+        Folder the ``file_<key>`` paths are relative to.
+    channels : dict
+        Channel key -> CSV channel suffix, as for :func:`acquire_bbbc`.
+    moa : pandas.DataFrame, optional
+        Mechanism-of-action table with columns ``compound``, ``concentration`` (floats)
+        and ``moa``.
+    image_root : str, optional
+        Folder under ``raw_dir`` holding the extracted images.
+    image_column_prefix, path_column_prefix, metadata_columns, class_column, group_columns
+        As for :func:`acquire_bbbc`.
+    source : str, optional
+        Name of the table in messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The field table (columns in the module docstring); ``attrs["n_without_moa"]``
+        counts the fields without a MoA.
+
+    Raises
+    ------
+    ValueError
+        If a channel column or file, a plate or well column, or a class or group column
+        is missing.
     """
     raw_dir = Path(raw_dir)
-    root = raw_dir / image_root
     channels = dict(channels)
+    _check_channel_columns(images, channels, image_column_prefix, source)
+    resolved = _resolve_metadata(images, metadata_columns, source)
+    files = _locate_channel_files(
+        images, raw_dir, raw_dir / image_root, channels, image_column_prefix, path_column_prefix, source
+    )
+    table = _metadata_table(images, resolved)
+    n_no_moa = _join_moa(table, moa)
+    _add_class_and_group(table, class_column, group_columns, has_moa=moa is not None)
+    site = _site(images, resolved, table, f"{image_column_prefix}{next(iter(channels.values()))}")
+    ids = _field_ids(images, resolved, site)
+
+    out = pd.DataFrame({"image": ids}, index=images.index)
+    for key in channels:
+        out[f"file_{key}"] = files[key]
+    meta_order = ["Metadata_class", "Metadata_group"] + [
+        c for c in table.columns if c not in ("Metadata_class", "Metadata_group")
+    ]
+    out = pd.concat([out, table[meta_order]], axis=1).reset_index(drop=True)
+    out.attrs["n_without_moa"] = n_no_moa
+    return out
+
+
+def _check_channel_columns(images: pd.DataFrame, channels: dict, image_column_prefix: str, source: str) -> None:
+    """Raise unless every channel key is a safe name with a file name column in ``images``."""
     if not channels:
         raise ValueError("channels: expected at least one channel key -> CSV channel suffix")
     for key, suffix in channels.items():
@@ -189,7 +242,9 @@ def build_field_table(
                 f"{[c for c in images.columns if c.startswith(image_column_prefix)]}"
             )
 
-    # Resolve the metadata columns.
+
+def _resolve_metadata(images: pd.DataFrame, metadata_columns: Mapping[str, str] | None, source: str) -> dict[str, str]:
+    """Metadata name -> image-table column: the defaults present, then the overrides."""
     resolved: dict[str, str] = {}
     for name, candidates in DEFAULT_METADATA_COLUMNS.items():
         found = next((c for c in candidates if c in images.columns), None)
@@ -205,56 +260,87 @@ def build_field_table(
                 f"{source}: no {name} column; expected one of {list(DEFAULT_METADATA_COLUMNS[name])} "
                 f"or metadata_columns={{'{name}': <column>}}"
             )
+    return resolved
 
-    # Locate every channel file.
-    index: dict[str, list[Path]] | None = None
+
+class _FileFinder:
+    """Find the channel files named by an image table under ``root``.
+
+    A file is looked for at ``<root>/<last folder of PathName>/<FileName>``, else as the
+    only file of that name anywhere under ``root`` (the tree is listed once, on first need).
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._index: dict[str, list[Path]] | None = None
+
+    def find(self, name, pathname) -> tuple[Path | None, str, str]:
+        """Return the file found (or None), the name as reported, and the problem if none."""
+        if not (isinstance(name, str) and name.strip()):
+            return None, repr(name), "no file name"
+        name = name.strip()
+        folder = _last_folder(pathname)
+        if folder is not None and _plain_name(folder) and _plain_name(name):
+            candidate = self.root / folder / name
+            if candidate.is_file():
+                return candidate, name, "not found"
+        if self._index is None:
+            self._index = _index_tree(self.root)
+        hits = self._index.get(name, [])
+        if len(hits) == 1:
+            return hits[0], name, "not found"
+        if len(hits) > 1:
+            return None, name, f"ambiguous: {len(hits)} files of that name under {self.root}"
+        return None, name, "not found"
+
+
+def _locate_channel_files(
+    images: pd.DataFrame,
+    raw_dir: Path,
+    root: Path,
+    channels: dict,
+    image_column_prefix: str,
+    path_column_prefix: str,
+    source: str,
+) -> dict[str, list[str | None]]:
+    """Channel key -> each row's file relative to ``raw_dir`` (posix); raise if any is missing."""
+    finder = _FileFinder(root)
     files: dict[str, list[str | None]] = {key: [] for key in channels}
     missing: list[tuple[int, str, str, str]] = []  # (row number, channel key, file name, problem)
-    n_missing = 0
-    id_columns = [c for c in ("TableNumber", "ImageNumber") if c in images.columns]
     for key, suffix in channels.items():
         names = images[f"{image_column_prefix}{suffix}"].tolist()
         path_column = f"{path_column_prefix}{suffix}"
         folders = images[path_column].tolist() if path_column in images.columns else [None] * len(images)
         for row_number, (name, pathname) in enumerate(zip(names, folders), start=1):
-            found: Path | None = None
-            problem = "not found"
-            if isinstance(name, str) and name.strip():
-                name = name.strip()
-                folder = _last_folder(pathname)
-                if folder is not None and _plain_name(folder) and _plain_name(name):
-                    candidate = root / folder / name
-                    if candidate.is_file():
-                        found = candidate
-                if found is None:
-                    if index is None:
-                        index = _index_tree(root)
-                    hits = index.get(name, [])
-                    if len(hits) == 1:
-                        found = hits[0]
-                    elif len(hits) > 1:
-                        problem = f"ambiguous: {len(hits)} files of that name under {root}"
-            else:
-                name, problem = repr(name), "no file name"
+            found, shown, problem = finder.find(name, pathname)
             if found is None:
-                n_missing += 1
-                missing.append((row_number, key, name, problem))
+                missing.append((row_number, key, shown, problem))
                 files[key].append(None)
             else:
                 files[key].append(found.relative_to(raw_dir).as_posix())
-    if n_missing:
-        lines = []
-        for row_number, key, name, problem in sorted(missing, key=lambda m: m[0])[:20]:
-            row = images.iloc[row_number - 1]
-            ident = ", ".join(f"{c}={row[c]}" for c in id_columns)
-            lines.append(f"row {row_number}{' (' + ident + ')' if ident else ''}, channel {key}: {name} ({problem})")
-        raise ValueError(
-            f"{source}: {n_missing} channel file(s) missing under {root}"
-            + (" (first 20)" if n_missing > 20 else "")
-            + ":\n  "
-            + "\n  ".join(lines)
-        )
+    if missing:
+        raise ValueError(_missing_files_message(images, missing, root, source))
+    return files
 
+
+def _missing_files_message(images: pd.DataFrame, missing: list, root: Path, source: str) -> str:
+    """List the first 20 missing channel files by row, with the row's table and image numbers."""
+    id_columns = [c for c in ("TableNumber", "ImageNumber") if c in images.columns]
+    lines = []
+    for row_number, key, name, problem in sorted(missing, key=lambda m: m[0])[:20]:
+        row = images.iloc[row_number - 1]
+        ident = ", ".join(f"{c}={row[c]}" for c in id_columns)
+        lines.append(f"row {row_number}{' (' + ident + ')' if ident else ''}, channel {key}: {name} ({problem})")
+    return (
+        f"{source}: {len(missing)} channel file(s) missing under {root}"
+        + (" (first 20)" if len(missing) > 20 else "")
+        + ":\n  "
+        + "\n  ".join(lines)
+    )
+
+
+def _metadata_table(images: pd.DataFrame, resolved: dict[str, str]) -> pd.DataFrame:
+    """Take the ``Metadata_*`` columns from the image table (site apart)."""
     table = pd.DataFrame(index=images.index)
     for name in _ALWAYS:
         table[f"Metadata_{name}"] = images[resolved[name]] if name in resolved else np.nan
@@ -263,36 +349,41 @@ def build_field_table(
             table[f"Metadata_{name}"] = images[column]
     table["Metadata_concentration"] = _concentration_key(table["Metadata_concentration"])
     table["Metadata_compound"] = table["Metadata_compound"].map(lambda v: v.strip() if isinstance(v, str) else v)
+    return table
 
-    n_no_moa = 0
-    if moa is not None:
-        joined = table[["Metadata_compound", "Metadata_concentration"]].merge(
-            moa.rename(columns={"compound": "Metadata_compound", "concentration": "Metadata_concentration"}),
-            how="left",
-            on=["Metadata_compound", "Metadata_concentration"],
-            validate="many_to_one",
+
+def _join_moa(table: pd.DataFrame, moa: pd.DataFrame | None) -> int:
+    """Fill ``Metadata_moa`` from the MoA table on (compound, concentration); count the misses."""
+    if moa is None:
+        return 0
+    joined = table[["Metadata_compound", "Metadata_concentration"]].merge(
+        moa.rename(columns={"compound": "Metadata_compound", "concentration": "Metadata_concentration"}),
+        how="left",
+        on=["Metadata_compound", "Metadata_concentration"],
+        validate="many_to_one",
+    )
+    table["Metadata_moa"] = joined["moa"].to_numpy()
+    no_moa = table["Metadata_moa"].isna()
+    n_no_moa = int(no_moa.sum())
+    if n_no_moa:
+        compounds = sorted(table.loc[no_moa, "Metadata_compound"].astype(str).unique())
+        log.info(
+            "BBBC: %d of %d fields have no MoA (compound/concentration not in the MoA table): %s",
+            n_no_moa,
+            len(table),
+            ", ".join(compounds[:20]) + (" ..." if len(compounds) > 20 else ""),
         )
-        table["Metadata_moa"] = joined["moa"].to_numpy()
-        no_moa = table["Metadata_moa"].isna()
-        n_no_moa = int(no_moa.sum())
-        if n_no_moa:
-            compounds = sorted(table.loc[no_moa, "Metadata_compound"].astype(str).unique())
-            log.info(
-                "BBBC: %d of %d fields have no MoA (compound/concentration not in the MoA table): %s",
-                n_no_moa,
-                len(table),
-                ", ".join(compounds[:20]) + (" ..." if len(compounds) > 20 else ""),
-            )
+    return n_no_moa
 
-    # Class and group.
+
+def _add_class_and_group(table: pd.DataFrame, class_column, group_columns, *, has_moa: bool) -> None:
+    """Add ``Metadata_class`` and ``Metadata_group`` (defaults in the module docstring)."""
     if class_column is None:
-        class_column = "moa" if moa is not None else "compound"
+        class_column = "moa" if has_moa else "compound"
     class_column = class_column.removeprefix("Metadata_")
+    names = [c.removeprefix("Metadata_") for c in table.columns if c.startswith("Metadata_")]
     if f"Metadata_{class_column}" not in table.columns:
-        raise ValueError(
-            f"class_column={class_column!r}: expected one of "
-            f"{[c.removeprefix('Metadata_') for c in table.columns if c.startswith('Metadata_')]}"
-        )
+        raise ValueError(f"class_column={class_column!r}: expected one of {names}")
     if group_columns is None:
         group_columns = ["compound"] if class_column == "moa" else ["plate", "well"]
     elif isinstance(group_columns, str):
@@ -300,32 +391,36 @@ def build_field_table(
     group_columns = [g.removeprefix("Metadata_") for g in group_columns]
     unknown = [g for g in group_columns if f"Metadata_{g}" not in table.columns]
     if not group_columns or unknown:
-        raise ValueError(
-            f"group_columns={group_columns!r}: expected names from "
-            f"{[c.removeprefix('Metadata_') for c in table.columns if c.startswith('Metadata_')]}"
-        )
+        raise ValueError(f"group_columns={group_columns!r}: expected names from {names}")
     table["Metadata_class"] = table[f"Metadata_{class_column}"]
     table["Metadata_group"] = (
         table[[f"Metadata_{g}" for g in group_columns]].astype(str).agg("_".join, axis=1).map(_sanitize)
     )
 
-    # Field ids.
-    first_key = next(iter(channels))
+
+def _site(images: pd.DataFrame, resolved: dict[str, str], table: pd.DataFrame, first_file_column: str) -> pd.Series:
+    """Return the site part of each field id; add ``Metadata_site`` to ``table`` when known.
+
+    From a site column, else the ``_s<digits>_`` of the first channel's file name, else the
+    (table and) image number, else the row number.
+    """
     if "site" in resolved:
-        site = images[resolved["site"]].astype(str)
         table["Metadata_site"] = images[resolved["site"]]
-    else:
-        parsed = images[f"{image_column_prefix}{channels[first_key]}"].astype(str).str.extract(_SITE)[0]
-        if parsed.notna().all():
-            site = "s" + parsed
-            table["Metadata_site"] = parsed.astype(int)
-        elif "image_number" in resolved:
-            number = images[resolved["image_number"]].astype(str)
-            if "table_number" in resolved:
-                number = images[resolved["table_number"]].astype(str) + "-" + number
-            site = number
-        else:
-            site = pd.Series([str(i) for i in range(1, len(images) + 1)], index=images.index)
+        return images[resolved["site"]].astype(str)
+    parsed = images[first_file_column].astype(str).str.extract(_SITE)[0]
+    if parsed.notna().all():
+        table["Metadata_site"] = parsed.astype(int)
+        return "s" + parsed
+    if "image_number" in resolved:
+        number = images[resolved["image_number"]].astype(str)
+        if "table_number" in resolved:
+            number = images[resolved["table_number"]].astype(str) + "-" + number
+        return number
+    return pd.Series([str(i) for i in range(1, len(images) + 1)], index=images.index)
+
+
+def _field_ids(images: pd.DataFrame, resolved: dict[str, str], site: pd.Series) -> list[str]:
+    """``<plate>_<well>_<site>``, sanitised, with ``-2``, ``-3``, ... appended to repeats."""
     base = (images[resolved["plate"]].astype(str) + "_" + images[resolved["well"]].astype(str) + "_" + site).map(
         _sanitize
     )
@@ -338,16 +433,7 @@ def build_field_table(
             unique = f"{name}-{k}"
         taken.add(unique)
         ids.append(unique)
-
-    out = pd.DataFrame({"image": ids}, index=images.index)
-    for key in channels:
-        out[f"file_{key}"] = files[key]
-    meta_order = ["Metadata_class", "Metadata_group"] + [
-        c for c in table.columns if c not in ("Metadata_class", "Metadata_group")
-    ]
-    out = pd.concat([out, table[meta_order]], axis=1).reset_index(drop=True)
-    out.attrs["n_without_moa"] = n_no_moa
-    return out
+    return ids
 
 
 def acquire_bbbc(
@@ -426,10 +512,7 @@ def acquire_bbbc(
     archives = _as_list(archives, "archives")
     image_csvs = _as_list(image_csv, "image_csv")
     urls = archives + image_csvs + ([moa_csv] if moa_csv is not None else [])
-    names = [_url_name(u) for u in urls]
-    duplicate = sorted({n for n in names if names.count(n) > 1})
-    if duplicate:
-        raise ValueError(f"archives/image_csv/moa_csv: several URLs end in the same file name {duplicate}")
+    _check_download_names(urls)
     if not channels:
         raise ValueError("channels: expected at least one channel key -> CSV channel suffix")
 
@@ -438,33 +521,12 @@ def acquire_bbbc(
     fields_path = raw_dir / FIELDS_NAME
     # fields.csv marks a complete acquisition: a stale one must not survive a failed run.
     fields_path.unlink(missing_ok=True)
-
-    entries = [DownloadEntry(url=u, path=f"downloads/{n}") for u, n in zip(urls, names)]
-    report = download_all(
-        entries,
-        raw_dir,
-        workers=workers,
-        retries=retries,
-        backoff=backoff,
-        timeout=timeout,
-        progress=progress,
-        session=session,
-    )
-    if report.failed:
-        raise DownloadError(report.summary())
-
-    images_dir = raw_dir / "images"
+    dl = {"workers": workers, "retries": retries, "backoff": backoff, "timeout": timeout}
+    _download(urls, raw_dir, **dl, progress=progress, session=session)
     for url in archives:
-        safe_extract_zip(raw_dir / "downloads" / _url_name(url), images_dir)
-
-    frames = []
-    for url in image_csvs:
-        path = raw_dir / "downloads" / _url_name(url)
-        frames.append(pd.read_csv(path))
-    images = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    if images.empty:
-        raise ValueError(f"{', '.join(image_csvs)}: the image table has no rows")
-    moa = _read_moa(raw_dir / "downloads" / _url_name(moa_csv)) if moa_csv is not None else None
+        safe_extract_zip(_downloaded(raw_dir, url), raw_dir / "images")
+    images = _read_image_tables(raw_dir, image_csvs)
+    moa = _read_moa(_downloaded(raw_dir, moa_csv)) if moa_csv is not None else None
 
     table = build_field_table(
         images,
@@ -481,3 +543,33 @@ def acquire_bbbc(
     write_csv(fields_path, table)
     log.info("BBBC: %d fields, %d channels in %s", len(table), len(channels), raw_dir)
     return table
+
+
+def _check_download_names(urls: list[str]) -> None:
+    """Raise unless every URL ends in a safe file name, and no two in the same one."""
+    names = [_url_name(u) for u in urls]
+    duplicate = sorted({n for n in names if names.count(n) > 1})
+    if duplicate:
+        raise ValueError(f"archives/image_csv/moa_csv: several URLs end in the same file name {duplicate}")
+
+
+def _downloaded(raw_dir: Path, url: str) -> Path:
+    """Where :func:`_download` puts the file of ``url``."""
+    return raw_dir / "downloads" / _url_name(url)
+
+
+def _download(urls: list[str], raw_dir: Path, **options) -> None:
+    """Fetch every URL to ``raw_dir/downloads/``; raise :class:`DownloadError` if any failed."""
+    entries = [DownloadEntry(url=u, path=f"downloads/{_url_name(u)}") for u in urls]
+    report = download_all(entries, raw_dir, **options)
+    if report.failed:
+        raise DownloadError(report.summary())
+
+
+def _read_image_tables(raw_dir: Path, image_csvs: list[str]) -> pd.DataFrame:
+    """Read the downloaded image tables, concatenated; raise if they hold no row."""
+    frames = [pd.read_csv(_downloaded(raw_dir, url)) for url in image_csvs]
+    images = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if images.empty:
+        raise ValueError(f"{', '.join(image_csvs)}: the image table has no rows")
+    return images

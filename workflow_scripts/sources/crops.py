@@ -17,6 +17,7 @@ Crops of any size are resized (anti-aliased, bilinear) to the model input size.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from workflow_scripts.sources.local import (
     _coerce,
     _join_metadata,
     _metadata_name,
+    assign_roles,
     list_matches,
     read_channels,
     sanitize_id,
@@ -43,8 +45,6 @@ def _cell_id(rel: str, match_span: tuple[int, int] | None) -> str:
 
 
 def _index_files(dataset: str, entry: dict, root: Path) -> pd.DataFrame:
-    import re
-
     keys = [str(c["key"]) for c in entry["channels"]]
     pattern = entry.get("pattern")
     matches = list_matches(root, pattern)
@@ -88,7 +88,28 @@ def _index_files(dataset: str, entry: dict, root: Path) -> pd.DataFrame:
 
 
 def open_array(path: str | os.PathLike, key: str | None):
-    """The crop array in a ``.npz`` or ``.h5`` file (lazily for HDF5) and its key."""
+    """Open the crop array in a ``.npz`` or ``.h5`` file (lazily for HDF5).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    key : str or None
+        The array's name in the file; None when it holds exactly one.
+
+    Returns
+    -------
+    array : numpy.ndarray or h5py.Dataset
+        The 4-axis crop array.
+    key : str
+        Its name.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing or of another type, the key is missing or ambiguous, or the
+        array does not have 4 axes.
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"array: {str(path)!r} does not exist")
@@ -96,7 +117,7 @@ def open_array(path: str | os.PathLike, key: str | None):
         data = np.load(path, allow_pickle=False)
         names = list(data.files)
     elif path.suffix.lower() in (".h5", ".hdf5"):
-        import h5py
+        import h5py  # optional, and only HDF5 datasets need it
 
         data = h5py.File(path, "r")
         names = [n for n in data if isinstance(data[n], h5py.Dataset)]
@@ -159,7 +180,30 @@ def _index_array(dataset: str, entry: dict) -> pd.DataFrame:
 
 
 def index_crops(dataset: str, entry: dict, root: str | os.PathLike | None) -> pd.DataFrame:
-    """One row per cell: ``Metadata_*``, where its pixels are (``file_<key>`` or ``array_row``), shard."""
+    """List the cells of a pre-cropped dataset, one row per cell, with its shard.
+
+    Parameters
+    ----------
+    dataset : str
+        Dataset name.
+    entry : dict
+        The dataset's config entry (``channels``, ``pattern`` or ``array`` / ``labels``,
+        ``metadata``, ``class``, ``group``, ``cells_per_shard``, ...).
+    root : path-like or None
+        The folder of the crop files (unused for a stacked array).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``Metadata_*`` columns (``Metadata_cell`` unique), where the pixels are
+        (``file_<key>`` or ``array_row``) and ``shard``.
+
+    Raises
+    ------
+    ValueError
+        If no file matches, a cell lacks a channel, cell ids repeat, or a named metadata
+        field is missing.
+    """
     if entry.get("array"):
         table = _index_array(dataset, entry)
     else:
@@ -174,19 +218,7 @@ def index_crops(dataset: str, entry: dict, root: str | os.PathLike | None) -> pd
         table = table.rename(columns={"image": column})
     table["Metadata_image"] = table["Metadata_image"].astype(str).map(sanitize_id)
     table.insert(0, "Metadata_dataset", dataset)
-    for role in ("class", "group"):
-        source = entry.get(role)
-        if source:
-            column = _metadata_name(source)
-            if column not in table.columns:
-                available = [c[len("Metadata_") :] for c in table.columns if c.startswith("Metadata_")]
-                raise ValueError(
-                    f"datasets.{dataset}.{role}: {source!r} is not a metadata field of these crops; "
-                    f"available: {available}"
-                )
-            table[f"Metadata_{role}"] = table[column]
-    if "Metadata_group" not in table.columns:
-        table["Metadata_group"] = table["Metadata_image"]
+    assign_roles(table, dataset, entry, "these crops")
     for column in table.columns:
         if column.startswith("Metadata_") and column not in ("Metadata_cell", "Metadata_image", "Metadata_dataset"):
             table[column] = _coerce(table[column])
@@ -208,7 +240,7 @@ def index_crops(dataset: str, entry: dict, root: str | os.PathLike | None) -> pd
 def _resize(crop: np.ndarray, size: int) -> np.ndarray:
     if crop.shape[-2:] == (size, size):
         return crop.astype(np.float32, copy=False)
-    from skimage.transform import resize
+    from skimage.transform import resize  # heavy: only the crop-loading jobs need it
 
     return resize(
         crop.astype(np.float32, copy=False),
@@ -222,11 +254,32 @@ def _resize(crop: np.ndarray, size: int) -> np.ndarray:
 def load_crops(
     rows: pd.DataFrame, entry: dict, root: str | os.PathLike | None, size: int
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """The pixels of index ``rows`` as ``(N, C, size, size)`` float32, plus the cell table.
+    """Load the pixels of index ``rows``, resized, and their cell table.
 
-    The table has what segmented cells have downstream (``Metadata_row``, ``Metadata_label``,
-    ``QC_saturated_fraction``); position and area are unknown for pre-cropped cells (NaN, so the
-    area filter keeps them).
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Rows of the index (see :func:`index_crops`).
+    entry : dict
+        The dataset's config entry.
+    root : path-like or None
+        The folder of the crop files (unused for a stacked array).
+    size : int
+        Side of the output crops (anti-aliased bilinear resizing).
+
+    Returns
+    -------
+    crops : numpy.ndarray
+        ``(N, C, size, size)`` float32.
+    table : pandas.DataFrame
+        What segmented cells have downstream (``Metadata_*``, ``Metadata_label``,
+        ``QC_saturated_fraction``); position and area are unknown for pre-cropped cells
+        (NaN, so the area filter keeps them).
+
+    Raises
+    ------
+    ValueError
+        Naming the cell, if its files cannot be read.
     """
     channels: Sequence[dict] = entry["channels"]
     out = np.zeros((len(rows), len(channels), size, size), np.float32)

@@ -52,7 +52,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 from xml.etree.ElementTree import Element, ParseError
@@ -85,10 +85,25 @@ FIELDS_NAME = "fields.csv"
 
 
 def sanitize_name(text: str) -> str:
-    """``text`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``.
+    """Replace every character of ``text`` outside ``[A-Za-z0-9._-]`` by ``_``.
 
     A result made only of dots (``.``, ``..``) would name a directory, not a file, so its
     dots become ``_`` too; an empty text gives ``_``.
+
+    Parameters
+    ----------
+    text : str
+        A gene symbol, file name, ...
+
+    Returns
+    -------
+    str
+        The safe name, as long as ``text`` (at least one character).
+
+    Examples
+    --------
+    >>> sanitize_name("HLA-A*02"), sanitize_name(".."), sanitize_name("")
+    ('HLA-A_02', '__', '_')
     """
     out = _UNSAFE.sub("_", str(text))
     if set(out) <= {"."}:
@@ -242,10 +257,10 @@ def _child(element: Element, name: str) -> Element | None:
 
 
 def _human_image_urls(entry: Element) -> tuple[list[tuple[str, str | None, str | None]], dict[tuple[str, str], str]]:
-    """The image URLs below ``subAssay type="human"`` elements of one entry, in document
-    order: ``[(blue url, cell line, antibody id)]`` and ``{field key: yellow url}``.
+    """Collect the image URLs below ``subAssay type="human"`` elements of one entry.
 
-    Depth-first with an explicit stack (a hostile document may nest deeply), carrying the
+    In document order: ``[(blue url, cell line, antibody id)]`` and ``{field key: yellow
+    url}``. Depth-first with an explicit stack (a hostile document may nest deeply), carrying the
     context of the nearest enclosing ``antibody``, ``subAssay`` and ``data`` elements.
     """
     candidates: list[tuple[str, str | None, str | None]] = []
@@ -275,7 +290,7 @@ def _human_image_urls(entry: Element) -> tuple[list[tuple[str, str | None, str |
 
 
 def parse_gene_xml(data: bytes, ensembl_id: str) -> list[ImageRecord]:
-    """The human immunofluorescence composites listed in one HPA gene XML.
+    """Parse the human immunofluorescence composites listed in one HPA gene XML.
 
     Parameters
     ----------
@@ -361,8 +376,10 @@ def parse_gene_xml(data: bytes, ensembl_id: str) -> list[ImageRecord]:
 
 
 def _rebase(url: str, base_url: str | None) -> str:
-    """``url`` with its scheme and host replaced by ``base_url`` (which may carry a path
-    prefix); unchanged when ``base_url`` is None."""
+    """Replace the scheme and host of ``url`` by ``base_url`` (which may carry a path prefix).
+
+    ``url`` is returned unchanged when ``base_url`` is None.
+    """
     if base_url is None:
         return url
     base = urlsplit(base_url.rstrip("/"))
@@ -385,6 +402,16 @@ def _normalise_genes(genes) -> list[tuple[str, str | None]]:
             )
         out.setdefault(gene_id, symbol or None)
     return list(out.items())
+
+
+def _gene_list(genes, max_genes: int | None) -> list[tuple[str, str | None]]:
+    """Return the first ``max_genes`` genes as ``(ensembl_id, symbol)``; raise if there are none."""
+    gene_list = _normalise_genes(genes)
+    if max_genes is not None:
+        gene_list = gene_list[:max_genes]
+    if not gene_list:
+        raise ValueError("genes: empty gene list; expected at least one Ensembl id")
+    return gene_list
 
 
 def _merge_reports(reports: Iterable[DownloadReport]) -> DownloadReport:
@@ -463,32 +490,81 @@ def acquire_hpa(
     """
     max_genes = _check_limit("max_genes", max_genes)
     max_images_per_gene = _check_limit("max_images_per_gene", max_images_per_gene)
-    gene_list = _normalise_genes(genes)
-    if max_genes is not None:
-        gene_list = gene_list[:max_genes]
-    if not gene_list:
-        raise ValueError("genes: empty gene list; expected at least one Ensembl id")
+    gene_list = _gene_list(genes, max_genes)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     fields_path = raw_dir / FIELDS_NAME
     # fields.csv marks a complete acquisition: a stale one from an earlier run must not
     # survive a run that fails.
     fields_path.unlink(missing_ok=True)
-    opts = {
-        "workers": workers,
-        "retries": retries,
-        "backoff": backoff,
-        "timeout": timeout,
-        "progress": progress,
-        "session": session,
-    }
-
+    opts = dict(workers=workers, retries=retries, backoff=backoff, timeout=timeout, progress=progress, session=session)
     base = base_url.rstrip("/")
+    per_gene, reports = _fetch_records(gene_list, raw_dir, base, max_images_per_gene, opts)
+    without_images = [gene for gene, records in per_gene if not records]
+    kept = [rec for _, records in per_gene for rec in records]
+    plan = _plan_images(kept, base, image_base_url)
+    _warn_without_images(without_images, len(gene_list))
+    if plan.bad_urls:
+        reports.append(DownloadReport(done=[], skipped=[], failed=plan.bad_urls))
+    reports.append(download_all(list(plan.entries.values()), raw_dir, **opts))
+    report = _merge_reports(reports)
+    if report.failed:
+        raise DownloadError(report.summary())
+    if not plan.rows:
+        raise ValueError(
+            f"HPA: none of the {len(gene_list)} genes lists a human immunofluorescence composite; "
+            f"nothing to write to {fields_path}"
+        )
+    table = _write_fields(fields_path, plan)
+    table.attrs["genes_without_images"] = without_images
+    table.attrs["n_genes"] = len(gene_list)
+    log.info(
+        "HPA: %d fields of %d genes (%d without images) in %s",
+        len(table),
+        len(gene_list),
+        len(without_images),
+        raw_dir,
+    )
+    return table
+
+
+def _warn_without_images(without_images: list[str], n_genes: int) -> None:
+    """Log the genes whose XML lists no composite (not an error), the first 20 by name."""
+    if without_images:
+        log.warning(
+            "HPA: %d of %d genes list no human immunofluorescence composite: %s",
+            len(without_images),
+            n_genes,
+            ", ".join(without_images[:20]) + (" ..." if len(without_images) > 20 else ""),
+        )
+
+
+def _write_fields(fields_path: Path, plan: _ImagePlan) -> pd.DataFrame:
+    """Write the field table of ``plan`` (without ``file_yellow`` when it is not used)."""
+    table = pd.DataFrame(plan.rows)
+    if not plan.use_yellow:
+        table = table.drop(columns="file_yellow")
+    write_csv(fields_path, table)
+    return table
+
+
+def _fetch_records(
+    gene_list: list[tuple[str, str | None]],
+    raw_dir: Path,
+    base: str,
+    max_images_per_gene: int | None,
+    opts: dict,
+) -> tuple[list[tuple[str, list[ImageRecord]]], list[DownloadReport]]:
+    """Download and parse the XML of every gene: ``(gene, records)`` and the reports so far.
+
+    A gene whose XML failed to download is left out (its failure is in the report); one
+    whose XML cannot be parsed too, and the bad document is removed so that a re-run
+    fetches it again.
+    """
     xml_entries = {gene: DownloadEntry(url=f"{base}/{gene}.xml", path=f"xml/{gene}.xml") for gene, _ in gene_list}
     xml_report = download_all(list(xml_entries.values()), raw_dir, **opts)
     reports = [xml_report]
     failed_xml = {entry.url for entry, _ in xml_report.failed}
-
     parse_failures: list[tuple[DownloadEntry, str]] = []
     per_gene: list[tuple[str, list[ImageRecord]]] = []
     for gene, list_symbol in gene_list:
@@ -511,83 +587,64 @@ def acquire_hpa(
         per_gene.append((gene, records))
     if parse_failures:
         reports.append(DownloadReport(done=[], skipped=[], failed=parse_failures))
+    return per_gene, reports
 
-    rows: list[dict] = []
-    image_entries: dict[str, DownloadEntry] = {}  # relative path -> entry
+
+@dataclass
+class _ImagePlan:
+    """The field table rows, the image downloads they need and the URLs refused."""
+
+    rows: list[dict] = field(default_factory=list)
+    entries: dict[str, DownloadEntry] = field(default_factory=dict)  # relative path -> entry
+    bad_urls: list[tuple[DownloadEntry, str]] = field(default_factory=list)
+    use_yellow: bool = False
+
+
+def _plan_images(kept: list[ImageRecord], base: str, image_base_url: str | None) -> _ImagePlan:
+    """Give every kept record its local paths, download entries and field table row.
+
+    The ER channel is a column only when every field has it; otherwise it is not fetched.
+    """
+    plan = _ImagePlan(use_yellow=bool(kept) and all(rec.yellow_url is not None for rec in kept))
     image_ids: set[str] = set()
-    without_images = [gene for gene, records in per_gene if not records]
-    kept = [rec for _, records in per_gene for rec in records]
-    # The ER channel is a column only when every field has it; otherwise it is not fetched.
-    use_yellow = bool(kept) and all(rec.yellow_url is not None for rec in kept)
-    bad_urls: list[tuple[DownloadEntry, str]] = []
     for rec in kept:
         folder = sanitize_name(rec.symbol)
-        listed = [rec.url] + ([rec.yellow_url] if use_yellow else [])
+        listed = [rec.url] + ([rec.yellow_url] if plan.use_yellow else [])
         absolute = [urljoin(f"{base}/", url) for url in listed]
         unusable = [url for url in absolute if urlsplit(url).scheme not in ("http", "https")]
         if unusable:
             # An untrusted document may list anything; report it rather than fetch it.
             for url in unusable:
                 entry = DownloadEntry(url=url, path=f"{folder}/{sanitize_name(_url_basename(url))}")
-                bad_urls.append((entry, f"{rec.ensembl_id}: image URL {url!r} is not an http(s) URL"))
+                plan.bad_urls.append((entry, f"{rec.ensembl_id}: image URL {url!r} is not an http(s) URL"))
             continue
         fetch = [_rebase(url, image_base_url) for url in absolute]
-        blue_path = _claim_path(image_entries, folder, rec.url, fetch[0])
-        yellow_path = _claim_path(image_entries, folder, rec.yellow_url, fetch[1]) if use_yellow else None
+        blue_path = _claim_path(plan.entries, folder, rec.url, fetch[0])
+        yellow_path = _claim_path(plan.entries, folder, rec.yellow_url, fetch[1]) if plan.use_yellow else None
         image_id = _unique(sanitize_name(f"{rec.symbol}_{rec.stem}"), image_ids)
-        group_stem = f"{rec.plate}_{rec.well}" if rec.plate and rec.well else rec.stem
-        rows.append(
-            {
-                "image": image_id,
-                "file_red": blue_path,
-                "file_green": blue_path,
-                "file_blue": blue_path,
-                "file_yellow": yellow_path,
-                "Metadata_class": rec.symbol,
-                "Metadata_group": sanitize_name(f"{rec.cell_line or 'unknown'}_{group_stem}"),
-                "Metadata_gene": rec.ensembl_id,
-                "Metadata_cell_line": rec.cell_line,
-                "Metadata_plate": rec.plate,
-                "Metadata_well": rec.well,
-                "Metadata_field": rec.field,
-                "Metadata_antibody": rec.antibody,
-                "Metadata_url": rec.url,
-            }
-        )
-    if without_images:
-        log.warning(
-            "HPA: %d of %d genes list no human immunofluorescence composite: %s",
-            len(without_images),
-            len(gene_list),
-            ", ".join(without_images[:20]) + (" ..." if len(without_images) > 20 else ""),
-        )
+        plan.rows.append(_field_row(rec, image_id, blue_path, yellow_path))
+    return plan
 
-    if bad_urls:
-        reports.append(DownloadReport(done=[], skipped=[], failed=bad_urls))
-    reports.append(download_all(list(image_entries.values()), raw_dir, **opts))
-    report = _merge_reports(reports)
-    if report.failed:
-        raise DownloadError(report.summary())
-    if not rows:
-        raise ValueError(
-            f"HPA: none of the {len(gene_list)} genes lists a human immunofluorescence composite; "
-            f"nothing to write to {fields_path}"
-        )
 
-    table = pd.DataFrame(rows)
-    if not use_yellow:
-        table = table.drop(columns="file_yellow")
-    write_csv(fields_path, table)
-    table.attrs["genes_without_images"] = without_images
-    table.attrs["n_genes"] = len(gene_list)
-    log.info(
-        "HPA: %d fields of %d genes (%d without images) in %s",
-        len(table),
-        len(gene_list),
-        len(without_images),
-        raw_dir,
-    )
-    return table
+def _field_row(rec: ImageRecord, image_id: str, blue_path: str, yellow_path: str | None) -> dict:
+    """Return the field table row of one record (columns in the module docstring)."""
+    group_stem = f"{rec.plate}_{rec.well}" if rec.plate and rec.well else rec.stem
+    return {
+        "image": image_id,
+        "file_red": blue_path,
+        "file_green": blue_path,
+        "file_blue": blue_path,
+        "file_yellow": yellow_path,
+        "Metadata_class": rec.symbol,
+        "Metadata_group": sanitize_name(f"{rec.cell_line or 'unknown'}_{group_stem}"),
+        "Metadata_gene": rec.ensembl_id,
+        "Metadata_cell_line": rec.cell_line,
+        "Metadata_plate": rec.plate,
+        "Metadata_well": rec.well,
+        "Metadata_field": rec.field,
+        "Metadata_antibody": rec.antibody,
+        "Metadata_url": rec.url,
+    }
 
 
 def _with_symbol(record: ImageRecord, symbol: str) -> ImageRecord:
@@ -605,9 +662,12 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def _claim_path(entries: dict[str, DownloadEntry], folder: str, listed_url: str, fetch_url: str) -> str:
-    """The path (relative to raw_dir, posix) of ``listed_url`` under ``folder``, adding its
-    download entry. ``<folder>/<basename>`` unless another URL already took that name; then
-    the URL's directory is prefixed (``<folder>/<dir>_<basename>``)."""
+    """Return the path (relative to raw_dir, posix) of ``listed_url`` under ``folder``.
+
+    Its download entry is added to ``entries``. The path is ``<folder>/<basename>`` unless
+    another URL already took that name; then the URL's directory is prefixed
+    (``<folder>/<dir>_<basename>``).
+    """
     basename = sanitize_name(_url_basename(listed_url))
     candidates = [f"{folder}/{basename}"]
     parent = PurePosixPath(urlsplit(listed_url).path).parent.name

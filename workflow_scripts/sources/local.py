@@ -1,4 +1,4 @@
-"""Fields of view from files on disk: list them, join their metadata, read their channels.
+r"""Fields of view from files on disk: list them, join their metadata, read their channels.
 
 Three layouts, one code path. A dataset's files are matched against a regular expression on
 their path relative to the dataset folder (posix ``/``), so folder names are regex groups too:
@@ -7,8 +7,8 @@ their path relative to the dataset folder (posix ``/``), so folder names are reg
   included) or an RGB composite (PNG, JPEG, TIFF); the channel keys of the config pick planes
   (``0``, ``1``, ... or ``red``, ``green``, ``blue``);
 * one file per channel per field: the pattern has a ``channel`` group whose values are the
-  channel keys (``(?P<image>.+)_w(?P<channel>\\d)\\.tif`` for BBBC021 names,
-  ``(?P<image>r\\d+c\\d+f\\d+p\\d+)-ch(?P<channel>\\d+)sk.*\\.tiff`` for Cell Painting names);
+  channel keys (``(?P<image>.+)_w(?P<channel>\d)\.tif`` for BBBC021 names,
+  ``(?P<image>r\d+c\d+f\d+p\d+)-ch(?P<channel>\d+)sk.*\.tiff`` for Cell Painting names);
 * a field table (CSV): one row per field, a column ``image`` and ``file_<key>`` per channel
   (the format the HPA and BBBC acquisitions write; also a simple way to hand-pick fields).
 
@@ -32,16 +32,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tifffile
+from PIL import Image
 
-from ..datasets import effective_shard_size
+from workflow_scripts.datasets import effective_shard_size
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
+    "read_shard",
+    "BAD_IMAGE_REASONS",
     "COLOUR_PLANES",
+    "IMAGE_EXTENSIONS",
     "BadImageError",
     "MissingCodecError",
+    "assign_roles",
+    "compile_pattern",
+    "describe",
     "field_index",
     "index_fields",
     "list_matches",
@@ -59,12 +66,50 @@ _RESERVED_GROUPS = {"image", "channel", "cell"}
 
 
 def sanitize_id(value: str) -> str:
-    """A field or cell id safe in file names and tables: runs of other characters -> ``_``."""
+    """Make a field or cell id safe in file names and tables.
+
+    Runs of characters outside ``[A-Za-z0-9._-]`` become ``_``; leading and trailing ``_``
+    and ``.`` are removed.
+
+    Parameters
+    ----------
+    value : str
+        The id as found (a file stem, a table value).
+
+    Returns
+    -------
+    str
+        The safe id; ``_`` if nothing is left.
+
+    Examples
+    --------
+    >>> sanitize_id("plate 1/A01 (x)"), sanitize_id("..")
+    ('plate_1_A01_x', '_')
+    """
     cleaned = _SAFE.sub("_", str(value)).strip("_.")
     return cleaned or "_"
 
 
 def compile_pattern(pattern: str | None, key: str = "pattern") -> re.Pattern | None:
+    """Compile a regular expression from the config.
+
+    Parameters
+    ----------
+    pattern : str or None
+        The expression; None for none.
+    key : str, optional
+        The config key it came from, for messages.
+
+    Returns
+    -------
+    re.Pattern or None
+        The compiled expression, or None.
+
+    Raises
+    ------
+    ValueError
+        Naming the key, if ``pattern`` is not a valid regular expression.
+    """
     if pattern is None:
         return None
     try:
@@ -85,10 +130,27 @@ def _walk(root: Path) -> Iterable[str]:
 
 
 def list_matches(root: str | os.PathLike, pattern: str | None) -> list[tuple[str, dict]]:
-    """Files under ``root`` whose relative path matches ``pattern`` in full, with their groups.
+    """List the files under ``root`` whose relative path matches ``pattern`` in full.
 
-    Without a pattern every image file (:data:`IMAGE_EXTENSIONS`) matches. Raises ValueError
-    naming the folder when it does not exist.
+    Hidden files and folders are skipped; symbolic links to folders are followed.
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset folder.
+    pattern : str or None
+        Regular expression matched against each file's path relative to ``root`` (posix
+        ``/``); without one every image file (:data:`IMAGE_EXTENSIONS`) matches.
+
+    Returns
+    -------
+    list of (str, dict)
+        Relative path and named groups (those that matched) per file, sorted by path.
+
+    Raises
+    ------
+    ValueError
+        Naming the folder, when it does not exist; or if ``pattern`` is invalid.
     """
     root = Path(root)
     if not root.is_dir():
@@ -107,10 +169,22 @@ def list_matches(root: str | os.PathLike, pattern: str | None) -> list[tuple[str
 
 
 def listing_fingerprint(root: str | os.PathLike, pattern: str | None) -> str:
-    """A short hash of the matching files' names, sizes and modification times.
+    """Hash the matching files' names, sizes and modification times into a short string.
 
     Given to the indexing rule as a parameter, so adding, removing or replacing an image makes
     Snakemake re-index the dataset (a folder's own timestamp does not say that).
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset folder.
+    pattern : str or None
+        As for :func:`list_matches`.
+
+    Returns
+    -------
+    str
+        16 hex digits, or ``"missing"`` when ``root`` is not a folder.
     """
     root = Path(root)
     if not root.is_dir():
@@ -244,68 +318,46 @@ def index_fields(
     *,
     fields_table: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """The field index of a dataset: one row per field, sorted by id, with its shard.
+    """List the fields of a dataset: one row per field, sorted by id, with its shard.
 
-    Columns: ``Metadata_dataset``, ``Metadata_image``, ``Metadata_class`` / ``Metadata_group``
-    (from ``entry['class']`` / ``entry['group']``, group defaulting to the field), other
-    ``Metadata_*`` columns, ``file_<key>`` per channel (relative to ``root``) and ``shard``.
+    Parameters
+    ----------
+    dataset : str
+        Dataset name (the ``Metadata_dataset`` value, and used in messages).
+    entry : dict
+        The dataset's config entry with normalised ``channels``; ``pattern``,
+        ``metadata``, ``metadata_on``, ``class``, ``group``, ``shard_size`` and
+        ``max_shards`` are used.
+    root : path-like
+        The folder the files are listed under and relative to.
+    fields_table : path-like, optional
+        A field table (CSV) to read instead of listing ``root``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``Metadata_dataset``, ``Metadata_image``, ``Metadata_class`` /
+        ``Metadata_group`` (from ``entry['class']`` / ``entry['group']``, group defaulting
+        to the field), other ``Metadata_*`` columns, ``file_<key>`` per channel (relative to
+        ``root``) and ``shard``. Fields without a class value are left out (counted in
+        ``attrs["unlabelled_fields"]``).
+
+    Raises
+    ------
+    ValueError
+        If no file matches, a field lacks a channel, ids clash, or a named class or group
+        is not a metadata field.
     """
     root = Path(root)
-    channels = entry["channels"]
-    if fields_table is not None:
-        fields = _fields_from_table(Path(fields_table), channels)
-    else:
-        matches = list_matches(root, entry.get("pattern"))
-        if not matches:
-            raise ValueError(
-                f"dataset {dataset!r}: no file under {str(root)!r} matches pattern "
-                f"{entry.get('pattern')!r} (matched against paths relative to that folder)"
-            )
-        fields = _fields_from_matches(matches, channels, root)
+    fields = _list_fields(dataset, entry, root, fields_table)
     if entry.get("metadata"):
         fields = _join_metadata(fields, Path(entry["metadata"]), entry.get("metadata_on", "image"))
-
-    ids = fields["image"].map(sanitize_id)
-    clash = ids[ids.duplicated()]
-    if len(clash):
-        raise ValueError(
-            f"dataset {dataset!r}: field ids {sorted(fields.loc[ids == clash.iloc[0], 'image'])} become "
-            f"the same id {clash.iloc[0]!r} once made file-name safe; rename them or change 'pattern'"
-        )
-    fields = fields.drop(columns="image")
-    fields.insert(0, "Metadata_image", ids)
-    fields.insert(0, "Metadata_dataset", dataset)
-    for role in ("class", "group"):
-        source = entry.get(role)
-        target = f"Metadata_{role}"
-        if source:
-            column = _metadata_name(source) if source != "image" else "Metadata_image"
-            if column not in fields.columns:
-                available = [c[len("Metadata_") :] for c in fields.columns if c.startswith("Metadata_")]
-                raise ValueError(
-                    f"datasets.{dataset}.{role}: {source!r} is not a metadata field of this dataset; "
-                    f"available: {available}"
-                )
-            fields[target] = fields[column]
-    if "Metadata_group" not in fields.columns:
-        fields["Metadata_group"] = fields["Metadata_image"]
+    fields = _with_field_ids(dataset, fields)
+    assign_roles(fields, dataset, entry, "this dataset")
     for column in fields.columns:
         if column.startswith("Metadata_") and column not in ("Metadata_image", "Metadata_dataset"):
             fields[column] = _coerce(fields[column])
-    if "Metadata_class" in fields.columns and fields["Metadata_class"].isna().any():
-        # e.g. BBBC021 controls (DMSO) when the class is the mechanism of action: a field
-        # without a label cannot be scored, so it is left out, and said so.
-        unlabelled = fields.loc[fields["Metadata_class"].isna(), "Metadata_image"]
-        log.warning(
-            "dataset %s: %d field(s) have no class value and are left out (e.g. %s)",
-            dataset,
-            len(unlabelled),
-            list(unlabelled[:5]),
-        )
-        fields = fields[fields["Metadata_class"].notna()].copy()
-        if fields.empty:
-            raise ValueError(f"dataset {dataset!r}: no field has a class value")
-        fields.attrs["unlabelled_fields"] = int(len(unlabelled))
+    fields = _drop_unlabelled(dataset, fields)
     for role in ("Metadata_class", "Metadata_group"):
         if role in fields.columns:
             fields[role] = fields[role].astype(str)
@@ -317,8 +369,114 @@ def index_fields(
     return fields[meta + [c for c in fields.columns if c not in meta]]
 
 
+def _list_fields(dataset: str, entry: dict, root: Path, fields_table) -> pd.DataFrame:
+    """Return the fields of the field table, else of the files under ``root`` matching the pattern."""
+    channels = entry["channels"]
+    if fields_table is not None:
+        return _fields_from_table(Path(fields_table), channels)
+    matches = list_matches(root, entry.get("pattern"))
+    if not matches:
+        raise ValueError(
+            f"dataset {dataset!r}: no file under {str(root)!r} matches pattern "
+            f"{entry.get('pattern')!r} (matched against paths relative to that folder)"
+        )
+    return _fields_from_matches(matches, channels, root)
+
+
+def _with_field_ids(dataset: str, fields: pd.DataFrame) -> pd.DataFrame:
+    """Replace ``image`` by file-name safe ``Metadata_image`` ids and add ``Metadata_dataset``."""
+    ids = fields["image"].map(sanitize_id)
+    clash = ids[ids.duplicated()]
+    if len(clash):
+        raise ValueError(
+            f"dataset {dataset!r}: field ids {sorted(fields.loc[ids == clash.iloc[0], 'image'])} become "
+            f"the same id {clash.iloc[0]!r} once made file-name safe; rename them or change 'pattern'"
+        )
+    fields = fields.drop(columns="image")
+    fields.insert(0, "Metadata_image", ids)
+    fields.insert(0, "Metadata_dataset", dataset)
+    return fields
+
+
+def assign_roles(table: pd.DataFrame, dataset: str, entry: dict, what: str) -> None:
+    """Add ``Metadata_class`` / ``Metadata_group`` from the fields ``entry`` names, in place.
+
+    The group defaults to the field of view (``Metadata_image``).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A field or cell index with ``Metadata_*`` columns.
+    dataset : str
+        Dataset name, for messages.
+    entry : dict
+        The dataset's config entry; its ``class`` and ``group`` name metadata fields.
+    what : str
+        What ``table`` lists, for messages ("this dataset", "these crops").
+
+    Raises
+    ------
+    ValueError
+        If ``class`` or ``group`` names no metadata field of ``table``; the message lists
+        those available.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"Metadata_image": ["a", "b"], "Metadata_gene": ["x", "y"]})
+    >>> assign_roles(table, "demo", {"class": "gene"}, "this dataset")
+    >>> table[["Metadata_class", "Metadata_group"]].values.tolist()
+    [['x', 'a'], ['y', 'b']]
+    """
+    for role in ("class", "group"):
+        source = entry.get(role)
+        if source:
+            column = _metadata_name(source)
+            if column not in table.columns:
+                available = [c[len("Metadata_") :] for c in table.columns if c.startswith("Metadata_")]
+                raise ValueError(
+                    f"datasets.{dataset}.{role}: {source!r} is not a metadata field of {what}; "
+                    f"available: {available}"
+                )
+            table[f"Metadata_{role}"] = table[column]
+    if "Metadata_group" not in table.columns:
+        table["Metadata_group"] = table["Metadata_image"]
+
+
+def _drop_unlabelled(dataset: str, fields: pd.DataFrame) -> pd.DataFrame:
+    """Leave out fields without a class value, and say so (``attrs["unlabelled_fields"]``).
+
+    E.g. BBBC021 controls (DMSO) when the class is the mechanism of action: a field without
+    a label cannot be scored.
+    """
+    if "Metadata_class" not in fields.columns or not fields["Metadata_class"].isna().any():
+        return fields
+    unlabelled = fields.loc[fields["Metadata_class"].isna(), "Metadata_image"]
+    log.warning(
+        "dataset %s: %d field(s) have no class value and are left out (e.g. %s)",
+        dataset,
+        len(unlabelled),
+        list(unlabelled[:5]),
+    )
+    fields = fields[fields["Metadata_class"].notna()].copy()
+    if fields.empty:
+        raise ValueError(f"dataset {dataset!r}: no field has a class value")
+    fields.attrs["unlabelled_fields"] = int(len(unlabelled))
+    return fields
+
+
 def field_index(path: str | os.PathLike) -> pd.DataFrame:
-    """Read an index written by the indexing rule."""
+    """Read an index written by the indexing rule.
+
+    Parameters
+    ----------
+    path : path-like
+        ``results/<dataset>/index.parquet``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The index (see :func:`index_fields`).
+    """
     return pd.read_parquet(path)
 
 
@@ -326,8 +484,16 @@ def field_index(path: str | os.PathLike) -> pd.DataFrame:
 
 
 class BadImageError(ValueError):
-    """A field that cannot be used as it is on disk; ``reason`` is one of
-    :data:`BAD_IMAGE_REASONS` (the drop reason counted when ``on_bad_image: skip``)."""
+    """A field that cannot be used as it is on disk.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, naming the file.
+    reason : str
+        One of :data:`BAD_IMAGE_REASONS` (the drop reason counted when
+        ``on_bad_image: skip``), kept as :attr:`reason`.
+    """
 
     def __init__(self, message: str, reason: str):
         super().__init__(message)
@@ -341,13 +507,13 @@ BAD_IMAGE_REASONS = ("missing_file", "unreadable", "wrong_channels", "shape_mism
 
 
 class MissingCodecError(ValueError):
-    """A compressed image this installation cannot decode because a codec package is missing
-    (tifffile reads LZW, JPEG, Zstd, ... TIFFs through ``imagecodecs``).
+    """A compressed image this installation cannot decode because a codec package is missing.
 
-    Not a :class:`BadImageError`: the file is not damaged, and ``on_bad_image: skip`` would
+    tifffile reads LZW, JPEG, Zstd, ... TIFFs through ``imagecodecs``. Not a :class:`BadImageError`: the file is not damaged, and ``on_bad_image: skip`` would
     otherwise drop every field of a screen that ships compressed TIFFs, so the run stops with
     a message that names the file, its compression and what to install. A ValueError, so the
-    rule's runner reports it as a user error (message, no traceback)."""
+    rule's runner reports it as a user error (message, no traceback).
+    """
 
 
 _CODEC_FIX = (
@@ -357,14 +523,15 @@ _CODEC_FIX = (
 
 
 def _compression_of(path: Path, message: str) -> str:
-    """The compression named in tifffile's message (``<COMPRESSION.LZW: 5> requires ...``),
-    else the one the file's first page declares."""
+    """Name the compression of a TIFF tifffile could not decode.
+
+    The one named in tifffile's message (``<COMPRESSION.LZW: 5> requires ...``), else the
+    one the file's first page declares.
+    """
     named = re.search(r"COMPRESSION\.(\w+)", message)
     if named:
         return named.group(1)
     try:
-        import tifffile
-
         with tifffile.TiffFile(path) as tif:
             compression = tif.pages[0].compression
         return getattr(compression, "name", str(compression))
@@ -373,7 +540,7 @@ def _compression_of(path: Path, message: str) -> str:
 
 
 def _missing_codec(path: Path, exc: BaseException) -> MissingCodecError | None:
-    """The error to raise when tifffile failed on ``path`` for want of a codec package, else None.
+    """Return the error to raise when tifffile failed on ``path`` for want of a codec, else None.
 
     tifffile raises ValueError ``"<COMPRESSION.X: n> requires the 'imagecodecs' package"`` when
     the codec is absent, and an ImportError when a fallback module is missing (Zstd without
@@ -392,19 +559,35 @@ def _missing_codec(path: Path, exc: BaseException) -> MissingCodecError | None:
 
 
 def read_planes(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
-    """An image file as planes ``(P, H, W)`` and whether the planes are colour samples (RGB).
+    """Read an image file as planes ``(P, H, W)``.
 
     TIFF (OME-TIFF included) through tifffile: every axis but Y and X is flattened into planes,
-    in stored order. Compressed TIFFs (LZW, Deflate, Zstd, JPEG, ...) need ``imagecodecs``;
-    without it a :class:`MissingCodecError` names the file and the compression. Other formats
-    through Pillow: greyscale -> one plane, RGB(A) -> three (alpha dropped), palette images
-    converted to RGB.
+    in stored order. Compressed TIFFs (LZW, Deflate, Zstd, JPEG, ...) need ``imagecodecs``.
+    Other formats through Pillow: greyscale -> one plane, RGB(A) -> three (alpha dropped),
+    palette images converted to RGB.
+
+    Parameters
+    ----------
+    path : path-like
+        The image file.
+
+    Returns
+    -------
+    planes : numpy.ndarray
+        ``(P, H, W)`` in the file's dtype.
+    colour : bool
+        Whether the planes are colour samples (RGB).
+
+    Raises
+    ------
+    MissingCodecError
+        Naming the file and the compression, when the codec package is missing.
+    ValueError
+        If a TIFF has no Y and X axes; decoders raise their own errors for damaged files.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        import tifffile
-
         try:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
@@ -424,8 +607,6 @@ def read_planes(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
         order = [i for i, a in enumerate(axes) if a not in "YX"] + [axes.index("Y"), axes.index("X")]
         array = np.transpose(array, order)
         return array.reshape((-1, *array.shape[-2:])), colour
-    from PIL import Image
-
     with Image.open(path) as img:
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -466,15 +647,32 @@ def _plane(planes: np.ndarray, colour: bool, channel: dict, shared: bool, path) 
 
 
 def read_channels(files: dict[str, str], channels: Sequence[dict], root) -> np.ndarray:
-    """One field as ``(C, H, W)`` in the channel order of the config.
+    """Read one field as ``(C, H, W)`` in the channel order of the config.
 
-    ``files`` maps channel key -> path relative to ``root``; a file shared by several channels
-    is read once. Integer images keep their dtype (so saturation is judged against it); float
-    images become float32; mixed integer depths are promoted.
+    A file shared by several channels is read once. Integer images keep their dtype (so
+    saturation is judged against it); float images become float32; mixed integer depths are
+    promoted.
 
-    A field that cannot be used raises :class:`BadImageError` (skipped with ``on_bad_image:
-    skip``); a compressed file whose codec is not installed raises :class:`MissingCodecError`,
-    which is never skipped.
+    Parameters
+    ----------
+    files : dict
+        Channel key -> path relative to ``root``.
+    channels : sequence of dict
+        The dataset's channels (``key``, optional ``plane``), in array order.
+    root : path-like
+        The dataset folder.
+
+    Returns
+    -------
+    numpy.ndarray
+        The field, ``(C, H, W)``.
+
+    Raises
+    ------
+    BadImageError
+        If the field cannot be used (skipped with ``on_bad_image: skip``).
+    MissingCodecError
+        If a compressed file's codec is not installed (never skipped).
     """
     root = Path(root)
     cache: dict[str, tuple[np.ndarray, bool]] = {}
@@ -522,12 +720,100 @@ def read_channels(files: dict[str, str], channels: Sequence[dict], root) -> np.n
 
 
 def read_field(row: pd.Series, channels: Sequence[dict], root) -> np.ndarray:
-    """The pixels of one index row (see :func:`index_fields`)."""
+    """Read the pixels of one index row (see :func:`index_fields`).
+
+    Parameters
+    ----------
+    row : pandas.Series
+        A row of the index, with a ``file_<key>`` per channel.
+    channels : sequence of dict
+        The dataset's channels, in array order.
+    root : path-like
+        The dataset folder the files are relative to.
+
+    Returns
+    -------
+    numpy.ndarray
+        The field, ``(C, H, W)`` (see :func:`read_channels`, whose errors it raises).
+    """
     files = {str(c["key"]): row[f"file_{c['key']}"] for c in channels}
     return read_channels(files, channels, root)
 
 
+def read_shard(
+    rows: pd.DataFrame, channels: Sequence[dict], root, *, dataset: str, on_bad_image: str = "fail"
+) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """Read the fields of one shard of the index.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        The shard's rows of the index (:func:`field_index`).
+    channels : sequence of dict
+        The dataset's channels (``key``, ``name``, ``role``, ``plane``).
+    root : str or os.PathLike
+        The folder the index's file paths are relative to.
+    dataset : str
+        The dataset's name, for messages.
+    on_bad_image : {"fail", "skip"}
+        What a bad field (missing, unreadable, wrong planes, shapes that differ, NaN/inf
+        pixels) does: stop with an error naming the file and the way out, or be left out.
+
+    Returns
+    -------
+    images : list of numpy.ndarray
+        The fields read, (C, H, W) each.
+    table : pandas.DataFrame
+        Their ``Metadata_*`` columns; ``table.attrs["skipped_fields"]`` lists the fields left
+        out (``image``, ``reason``, ``message``), which segmentation passes on to the QC drop
+        counts.
+
+    Raises
+    ------
+    BadImageError
+        For a bad field under ``on_bad_image: fail``.
+    """
+    images, kept, skipped = [], [], []
+    for i, (_, row) in enumerate(rows.iterrows()):
+        image_id = row["Metadata_image"]
+        try:
+            image = read_field(row, channels, root)
+        except BadImageError as exc:
+            if on_bad_image != "skip":
+                raise BadImageError(
+                    f"dataset {dataset!r}, field {image_id!r}: {exc}. Fix or remove the file, or set "
+                    f"datasets.{dataset}.on_bad_image: skip to leave such fields out (they are "
+                    "counted in qc/drops.csv)",
+                    exc.reason,
+                ) from None
+            log.warning("field %s skipped (%s): %s", image_id, exc.reason, exc)
+            skipped.append({"image": str(image_id), "reason": exc.reason, "message": str(exc)})
+            continue
+        log.info("%s: %s %s", image_id, image.shape, image.dtype)
+        images.append(image)
+        kept.append(i)
+    table = rows.iloc[kept][[c for c in rows.columns if c.startswith("Metadata_")]].reset_index(drop=True)
+    table.attrs["skipped_fields"] = skipped
+    return images, table
+
+
 def describe(entry: dict) -> str:
-    """One line for logs: the source options that shape the index."""
+    """Describe in one line, for logs, the source options that shape the index.
+
+    Parameters
+    ----------
+    entry : dict
+        The dataset's config entry.
+
+    Returns
+    -------
+    str
+        JSON of the options that are set.
+
+    Examples
+    --------
+    >>> describe({"source": "local", "pattern": ".*tif", "shard_size": 16, "class": None})
+    '{"pattern": ".*tif", "shard_size": 16}'
+    """
     keys = ("pattern", "fields_table", "metadata", "metadata_on", "class", "group", "shard_size", "max_shards")
     return json.dumps({k: entry.get(k) for k in keys if entry.get(k) is not None})

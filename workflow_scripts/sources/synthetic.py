@@ -29,12 +29,13 @@ setting of a preset is also a keyword of its own (``None`` = the preset's value)
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
+
+from workflow_scripts.validation import check_fraction, check_int, check_real
 
 __all__ = [
     "CHANNELS",
@@ -202,40 +203,6 @@ _OUT_OF_FOCUS_HAZE = 0.25  # out-of-focus light of such a field (in focus: _HAZE
 # ---------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    # bool is an Integral but passing True as a seed or size is certainly a mistake;
-    # floats are refused rather than truncated.
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
-    if not ok:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
-    return int(value)
-
-
-def _check_real(name: str, value, minimum: float, *, strict: bool) -> float:
-    ok = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > minimum if strict else value >= minimum)
-    )
-    if not ok:
-        relation = ">" if strict else ">="
-        raise ValueError(f"{name}={value!r}: expected a finite number {relation} {minimum}")
-    return float(value)
-
-
-def _check_fraction(name: str, value) -> float:
-    ok = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0.0 <= value <= 1.0
-    )
-    if not ok:
-        raise ValueError(f"{name}={value!r}: expected a number in [0, 1]")
-    return float(value)
-
-
 def _check_difficulty(difficulty) -> str:
     if not (isinstance(difficulty, str) and difficulty in DIFFICULTIES):
         raise ValueError(f"difficulty={difficulty!r}: expected one of {tuple(DIFFICULTIES)}")
@@ -273,9 +240,11 @@ def _check_options(
     defocus: float | None = None,
     out_of_focus_fraction: float | None = None,
 ) -> dict:
-    """Validate the keyword options shared by :func:`generate_field` and
-    :func:`generate_shard`, ``None`` resolved from ``difficulty``; an unknown keyword raises
-    ``TypeError`` as for any call."""
+    """Validate the keyword options of :func:`generate_field` and :func:`generate_shard`.
+
+    ``None`` is resolved from ``difficulty``; an unknown keyword raises ``TypeError`` as
+    for any call.
+    """
     preset = DIFFICULTIES[_check_difficulty(difficulty)]
 
     def pick(name, value):
@@ -289,13 +258,13 @@ def _check_options(
     }
     fractions = {"dim_fraction": dim_fraction, "out_of_focus_fraction": out_of_focus_fraction}
     return {
-        "size": _check_int("size", size, 64),
-        "cells_per_field": _check_real("cells_per_field", cells_per_field, 0.0, strict=True),
+        "size": check_int("size", size, 64),
+        "cells_per_field": check_real("cells_per_field", cells_per_field, 0.0, strict=True),
         "classes": _check_classes(pick("classes", classes)),
-        "batch_sd": _check_real("batch_sd", batch_sd, 0.0, strict=False),
+        "batch_sd": check_real("batch_sd", batch_sd, 0.0, strict=False),
         "difficulty": difficulty,
-        **{k: _check_real(k, pick(k, v), 0.0, strict=False) for k, v in nonneg.items()},
-        **{k: _check_fraction(k, pick(k, v)) for k, v in fractions.items()},
+        **{k: check_real(k, pick(k, v), 0.0, strict=False) for k, v in nonneg.items()},
+        **{k: check_fraction(k, pick(k, v)) for k, v in fractions.items()},
     }
 
 
@@ -320,9 +289,9 @@ def _harmonics(z: np.ndarray, coef: np.ndarray, first: int) -> np.ndarray:
 
 
 def _nucleus_radius(cells: dict, i, z: np.ndarray) -> np.ndarray:
-    """Boundary radius of nucleus ``i`` (an index, or an index array matching ``z``) in
-    the directions ``z = exp(i phi)``.
+    """Boundary radius of nucleus ``i`` in the directions ``z = exp(i phi)``.
 
+    ``i`` is an index, or an index array matching ``z``.
     An ellipse with mean radius ``r`` (semi-axes ``r / sqrt(q)`` and ``r * sqrt(q)``, so
     its area is ``pi r**2`` whatever the axis ratio ``q``) times a few low harmonics
     (k = 2..5) that make the outline slightly irregular.
@@ -334,16 +303,20 @@ def _nucleus_radius(cells: dict, i, z: np.ndarray) -> np.ndarray:
 
 
 def _cell_radius(cells: dict, i, z: np.ndarray) -> np.ndarray:
-    """Boundary radius of the body of cell ``i`` (an index, or an index array matching
-    ``z``) in the directions ``z = exp(i phi)``, before the partition between
-    neighbouring cells."""
+    """Boundary radius of the body of cell ``i`` in the directions ``z = exp(i phi)``.
+
+    ``i`` is an index, or an index array matching ``z``; the radius is the one before the
+    partition between neighbouring cells.
+    """
     wobble = _harmonics(z, cells["cell_coef"][i], 1)
     return cells["cell_r"][i] * np.maximum(1.0 + wobble, 0.5)
 
 
 def _draw_cells(rng: np.random.Generator, n: int) -> dict:
-    """Shape parameters of ``n`` cells (everything except their positions), as arrays
-    whose first axis is the cell."""
+    """Shape parameters of ``n`` cells (everything except their positions).
+
+    Arrays whose first axis is the cell.
+    """
     t = rng.uniform(size=n)
     scale = _TRAJ_SCALE[0] + (_TRAJ_SCALE[1] - _TRAJ_SCALE[0]) * t
     r = rng.uniform(*_NUC_RADIUS, n) * scale
@@ -437,8 +410,10 @@ def _bbox(cy: float, cx: float, radius: float, size: int):
 
 
 def _polar(box, cy: float, cx: float):
-    """Distance to ``(cy, cx)`` and unit direction ``exp(i phi)`` for the pixels of
-    ``box``; the direction is 1 at the centre itself."""
+    """Distance to ``(cy, cx)`` and unit direction ``exp(i phi)`` for the pixels of ``box``.
+
+    The direction is 1 at the centre itself.
+    """
     dy = np.arange(box[0].start, box[0].stop, dtype=float)[:, None] - cy
     dx = np.arange(box[1].start, box[1].stop, dtype=float)[None, :] - cx
     vec = dx + 1j * dy
@@ -493,8 +468,11 @@ def _rasterize(cells: dict, size: int):
 
 
 def _lerp_last(a: np.ndarray, size: int, step: int) -> np.ndarray:
-    """Linear interpolation along the last axis from samples every ``step`` pixels
-    (sample ``j`` at pixel ``j * step``) to ``size`` pixels; the end is held constant."""
+    """Interpolate linearly along the last axis from samples every ``step`` pixels.
+
+    Sample ``j`` lies at pixel ``j * step``; the result has ``size`` pixels and the end is
+    held constant.
+    """
     padded = np.concatenate([a, a[..., -1:]], axis=-1)
     w = np.arange(step, dtype=np.float32) / step
     out = padded[..., :-1, None] * (1.0 - w) + padded[..., 1:, None] * w
@@ -502,9 +480,11 @@ def _lerp_last(a: np.ndarray, size: int, step: int) -> np.ndarray:
 
 
 def _upsample(small: np.ndarray, size: int, step: int) -> np.ndarray:
-    """Bilinear upsampling of the last two axes to (size, size), elementwise (BLAS
-    matrix products or ``ndimage.zoom`` are several times slower, the former badly so
-    on a busy machine)."""
+    """Upsample the last two axes bilinearly to (size, size), elementwise.
+
+    BLAS matrix products or ``ndimage.zoom`` are several times slower, the former badly so
+    on a busy machine.
+    """
     rows = _lerp_last(small.astype(np.float32), size, step)
     return _lerp_last(rows.swapaxes(-1, -2), size, step).swapaxes(-1, -2)
 
@@ -603,8 +583,10 @@ def _nucleoli(rng: np.random.Generator, cells: dict, nuc_id: np.ndarray, size: i
 
 
 def _structure_fibres(rng, cells: dict, cell_id: np.ndarray, size: int) -> np.ndarray:
-    """Microtubule-like network: many thin, curving fibres growing from around the
-    nucleus towards the cell periphery, (size, size) float32 (point sources)."""
+    """Microtubule-like network, (size, size) float32 (point sources).
+
+    Many thin, curving fibres growing from around the nucleus towards the cell periphery.
+    """
     owner = _per_cell(rng, len(cells["cy"]), 50, 90)
     if owner.size == 0:
         return np.zeros((size, size), np.float32)
@@ -630,122 +612,185 @@ def _protein_pattern(
     maps: dict,
     size: int,
 ) -> np.ndarray:
-    """Unit-strength protein pattern of class ``name`` (before per-cell amplitude),
-    (size, size) float32 with values of order 1 where the protein is."""
-    nuc_id, cell_id, cell_rho = maps["nuc_id"], maps["cell_id"], maps["cell_rho"]
-    nucleus = nuc_id > 0
-    cyto_id = np.where(nucleus, 0, cell_id)
-    cyto = cyto_id > 0
-    # Only the diffuse patterns need a texture; drawing it lazily saves time.
-    texture = _texture(rng, size, 1.5) if name in ("nuclear", "cytoplasmic", "membrane") else None
-    if name == "nuclear":
-        # Diffuse nucleoplasm with speckle texture, dimmer in the nucleoli.
-        return nucleus * np.clip(1.0 + 0.25 * texture, 0.2, None) * (1 - 0.6 * maps["nucleoli"])
-    if name == "nucleolar":
-        # Bright nucleoli on a faint nucleoplasmic background.
-        return maps["nucleoli"] + 0.15 * nucleus
-    if name == "cytoplasmic":
-        # Diffuse, brighter near the nucleus where the cytoplasm is thicker.
-        thickness = np.clip(1.2 - 0.8 * cell_rho, 0.3, None)
-        return cyto * thickness * np.clip(1.0 + 0.2 * texture, 0.2, None)
-    if name == "membrane":
-        # One-pixel outline of each cell body, softened into a rim ~2-3 px wide.
-        edge = np.zeros((size, size), bool)
-        for axis in (0, 1):
-            diff = np.diff(cell_id, axis=axis) != 0
-            lead = [slice(None)] * 2
-            lead[axis] = slice(0, -1)
-            trail = [slice(None)] * 2
-            trail[axis] = slice(1, None)
-            edge[tuple(lead)] |= diff
-            edge[tuple(trail)] |= diff
-        edge &= cell_id > 0
-        rim = ndi.gaussian_filter(edge.astype(np.float32), 0.7) * (cell_id > 0)
-        return 2.2 * rim * np.clip(1.0 + 0.3 * texture, 0.2, None)
+    """Unit-strength protein pattern of class ``name`` (before per-cell amplitude).
+
+    (size, size) float32 with values of order 1 where the protein is.
+    """
+    return _PATTERNS[name](rng, cells, _Compartments(maps), size)
+
+
+class _Compartments:
+    """The label maps of a field and the masks the patterns derive from them."""
+
+    def __init__(self, maps: dict):
+        self.nuc_id, self.cell_id, self.cell_rho = maps["nuc_id"], maps["cell_id"], maps["cell_rho"]
+        self.nucleoli = maps["nucleoli"]
+        self.nucleus = self.nuc_id > 0
+        self.cyto_id = np.where(self.nucleus, 0, self.cell_id)
+        self.cyto = self.cyto_id > 0
+
+
+def _nuclear(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """Diffuse nucleoplasm with speckle texture, dimmer in the nucleoli."""
+    texture = _texture(rng, size, 1.5)
+    return m.nucleus * np.clip(1.0 + 0.25 * texture, 0.2, None) * (1 - 0.6 * m.nucleoli)
+
+
+def _nucleolar(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """Bright nucleoli on a faint nucleoplasmic background."""
+    return m.nucleoli + 0.15 * m.nucleus
+
+
+def _cytoplasmic(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """Diffuse, brighter near the nucleus where the cytoplasm is thicker."""
+    texture = _texture(rng, size, 1.5)
+    thickness = np.clip(1.2 - 0.8 * m.cell_rho, 0.3, None)
+    return m.cyto * thickness * np.clip(1.0 + 0.2 * texture, 0.2, None)
+
+
+def _membrane(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """One-pixel outline of each cell body, softened into a rim ~2-3 px wide."""
+    texture = _texture(rng, size, 1.5)
+    cell_id = m.cell_id
+    edge = np.zeros((size, size), bool)
+    for axis in (0, 1):
+        diff = np.diff(cell_id, axis=axis) != 0
+        lead = [slice(None)] * 2
+        lead[axis] = slice(0, -1)
+        trail = [slice(None)] * 2
+        trail[axis] = slice(1, None)
+        edge[tuple(lead)] |= diff
+        edge[tuple(trail)] |= diff
+    edge &= cell_id > 0
+    rim = ndi.gaussian_filter(edge.astype(np.float32), 0.7) * (cell_id > 0)
+    return 2.2 * rim * np.clip(1.0 + 0.3 * texture, 0.2, None)
+
+
+def _puncta(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """Vesicle-like dots scattered through the cytoplasm, denser near the nucleus.
+
+    Uniform in radius rather than in area.
+    """
     n_cells = len(cells["cy"])
-    if name == "puncta":
-        # Vesicle-like dots scattered through the cytoplasm, denser near the nucleus
-        # (uniform in radius rather than in area).
-        owner = np.repeat(np.arange(n_cells), rng.poisson(40, n_cells) + 10)
-        z = np.exp(1j * rng.uniform(-math.pi, math.pi, owner.size))
-        rad = rng.uniform(0.3, 1.0, owner.size) * _cell_radius(cells, owner, z)
-        ys, xs = cells["cy"][owner] + rad * z.imag, cells["cx"][owner] + rad * z.real
-        weight = rng.lognormal(0.0, 0.4, owner.size)
-        points = _splat(ys, xs, weight, owner + 1, cyto_id, size)
-        # Vesicles somewhat larger than the PSF: with it, dots end up ~3-4 px across.
-        return ndi.gaussian_filter(points, 0.8) * (2 * math.pi * 0.8**2)
-    if name == "filaments":
-        # Stress-fibre-like straight bundles sharing a dominant orientation per cell,
-        # spread across the whole cell body.
-        owner = _per_cell(rng, n_cells, 10, 22)
-        n = owner.size
-        psi = rng.uniform(0.0, math.pi, n_cells)[owner] + rng.normal(0.0, 0.12, n)
-        span = cells["cell_r"][owner]
-        off = rng.uniform(-0.9, 0.9, n) * span
-        along = rng.uniform(-0.4, 0.4, n) * span
-        length = rng.uniform(1.0, 2.0, n) * span
-        y0 = cells["cy"][owner] + off * np.cos(psi) - (along + length / 2) * np.sin(psi)
-        x0 = cells["cx"][owner] - off * np.sin(psi) - (along + length / 2) * np.cos(psi)
-        ys, xs, f = _fibres(y0, x0, psi, length, rng.normal(0.0, 0.004, n))
-        weight = rng.lognormal(0.0, 0.5, n) * 0.25
-        points = _splat(ys, xs, weight[f], owner[f] + 1, cyto_id, size)
-        # Fibre bundles are below the resolution: the PSF alone sets their width.
-        # Actin-like proteins also keep a diffuse (monomeric) cytoplasmic pool.
-        return points + 0.08 * cyto
-    if name == "nuclear_speckles":
-        # Splicing speckles: 10-30 irregular nuclear bodies a little larger than the PSF
-        # (~2-3 px across with it), scattered through the nucleoplasm but not in the
-        # nucleoli, on a diffuse nucleoplasmic pool holding about half of the protein.
-        nuc = cells["semi_a"], cells["semi_b"]
-        owner = _per_cell(rng, n_cells, 10, 31)
-        rho = np.sqrt(rng.uniform(0.0, 0.8**2, owner.size))
-        ang = rng.uniform(0.0, 2 * math.pi, owner.size)
-        u, v = rho * nuc[0][owner] * np.cos(ang), rho * nuc[1][owner] * np.sin(ang)
-        th = cells["theta"][owner]
-        ys = cells["cy"][owner] + u * np.sin(th) + v * np.cos(th)
-        xs = cells["cx"][owner] + u * np.cos(th) - v * np.sin(th)
-        weight = rng.lognormal(0.0, 0.4, owner.size) * (2 * math.pi * 0.9**2)
-        points = _splat(ys, xs, weight, owner + 1, nuc_id, size)
-        speckles = ndi.gaussian_filter(points, 0.9)
-        return (0.35 * nucleus + speckles) * (1 - 0.8 * maps["nucleoli"])
-    if name == "er":
-        # Reticular network: the zero set of a smooth random field is a mesh of curved
-        # lines a few pixels apart, like the ER's tubules and sheets seen at widefield
-        # resolution. Densest around the nucleus (as cytoplasmic, but steeper), on an
-        # unresolved diffuse part, plus a faint nuclear-envelope rim continuous with it.
-        field = _texture(rng, size, 1.6)
-        mesh = np.exp(-((field / 0.3) ** 2))
-        thickness = np.clip(1.4 - 1.1 * cell_rho, 0.2, None)
-        envelope = np.clip(
-            ndi.gaussian_filter((cyto_id > 0).astype(np.float32), 1.0) * 2.0, 0.0, 1.0
-        ) * nucleus
-        return cyto * thickness * (0.3 + mesh) + 0.3 * envelope
-    if name == "golgi":
-        # Golgi ribbon: 12-24 small stacks in a compact cap against one side of the
-        # nucleus (within ~0.5 nuclear radii of its edge, spread over ~+-30 degrees).
-        owner = _per_cell(rng, n_cells, 12, 25)
-        side = rng.uniform(-math.pi, math.pi, n_cells)[owner] + rng.normal(0.0, 0.5, owner.size)
-        z = np.exp(1j * side)
-        rad = _nucleus_radius(cells, owner, z) * rng.uniform(1.05, 1.55, owner.size)
-        ys, xs = cells["cy"][owner] + rad * z.imag, cells["cx"][owner] + rad * z.real
-        weight = rng.lognormal(0.0, 0.4, owner.size) * (2 * math.pi * 1.0**2)
-        points = _splat(ys, xs, weight, owner + 1, cyto_id, size)
-        return ndi.gaussian_filter(points, 1.0)
-    if name == "fine_puncta":
-        # Peroxisome-like dots: many (60-150 per cell), below the resolution (the PSF
-        # alone sets their size) and dim, spread evenly over the cytoplasm's area.
-        owner = _per_cell(rng, n_cells, 60, 151)
-        z = np.exp(1j * rng.uniform(-math.pi, math.pi, owner.size))
-        rad = np.sqrt(rng.uniform(0.1, 0.95**2, owner.size)) * _cell_radius(cells, owner, z)
-        ys, xs = cells["cy"][owner] + rad * z.imag, cells["cx"][owner] + rad * z.real
-        weight = rng.lognormal(0.0, 0.5, owner.size)
-        return _splat(ys, xs, weight, owner + 1, cyto_id, size)
-    raise AssertionError(name)  # pragma: no cover - guarded by _check_classes
+    owner = np.repeat(np.arange(n_cells), rng.poisson(40, n_cells) + 10)
+    z = np.exp(1j * rng.uniform(-math.pi, math.pi, owner.size))
+    rad = rng.uniform(0.3, 1.0, owner.size) * _cell_radius(cells, owner, z)
+    ys, xs = cells["cy"][owner] + rad * z.imag, cells["cx"][owner] + rad * z.real
+    weight = rng.lognormal(0.0, 0.4, owner.size)
+    points = _splat(ys, xs, weight, owner + 1, m.cyto_id, size)
+    # Vesicles somewhat larger than the PSF: with it, dots end up ~3-4 px across.
+    return ndi.gaussian_filter(points, 0.8) * (2 * math.pi * 0.8**2)
+
+
+def _filaments(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """Stress-fibre-like straight bundles sharing a dominant orientation per cell.
+
+    They spread across the whole cell body.
+    """
+    n_cells = len(cells["cy"])
+    owner = _per_cell(rng, n_cells, 10, 22)
+    n = owner.size
+    psi = rng.uniform(0.0, math.pi, n_cells)[owner] + rng.normal(0.0, 0.12, n)
+    span = cells["cell_r"][owner]
+    off = rng.uniform(-0.9, 0.9, n) * span
+    along = rng.uniform(-0.4, 0.4, n) * span
+    length = rng.uniform(1.0, 2.0, n) * span
+    y0 = cells["cy"][owner] + off * np.cos(psi) - (along + length / 2) * np.sin(psi)
+    x0 = cells["cx"][owner] - off * np.sin(psi) - (along + length / 2) * np.cos(psi)
+    ys, xs, f = _fibres(y0, x0, psi, length, rng.normal(0.0, 0.004, n))
+    weight = rng.lognormal(0.0, 0.5, n) * 0.25
+    points = _splat(ys, xs, weight[f], owner[f] + 1, m.cyto_id, size)
+    # Fibre bundles are below the resolution: the PSF alone sets their width.
+    # Actin-like proteins also keep a diffuse (monomeric) cytoplasmic pool.
+    return points + 0.08 * m.cyto
+
+
+def _nuclear_speckles(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """Splicing speckles: 10-30 irregular nuclear bodies a little larger than the PSF.
+
+    ~2-3 px across with it, scattered through the nucleoplasm but not in the nucleoli, on
+    a diffuse nucleoplasmic pool holding about half of the protein.
+    """
+    nuc = cells["semi_a"], cells["semi_b"]
+    owner = _per_cell(rng, len(cells["cy"]), 10, 31)
+    rho = np.sqrt(rng.uniform(0.0, 0.8**2, owner.size))
+    ang = rng.uniform(0.0, 2 * math.pi, owner.size)
+    u, v = rho * nuc[0][owner] * np.cos(ang), rho * nuc[1][owner] * np.sin(ang)
+    th = cells["theta"][owner]
+    ys = cells["cy"][owner] + u * np.sin(th) + v * np.cos(th)
+    xs = cells["cx"][owner] + u * np.cos(th) - v * np.sin(th)
+    weight = rng.lognormal(0.0, 0.4, owner.size) * (2 * math.pi * 0.9**2)
+    points = _splat(ys, xs, weight, owner + 1, m.nuc_id, size)
+    speckles = ndi.gaussian_filter(points, 0.9)
+    return (0.35 * m.nucleus + speckles) * (1 - 0.8 * m.nucleoli)
+
+
+def _er(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """Reticular network: the zero set of a smooth random field.
+
+    A mesh of curved lines a few pixels apart, like the ER's tubules and sheets seen at
+    widefield resolution. Densest around the nucleus (as cytoplasmic, but steeper), on an
+    unresolved diffuse part, plus a faint nuclear-envelope rim continuous with it.
+    """
+    field = _texture(rng, size, 1.6)
+    mesh = np.exp(-((field / 0.3) ** 2))
+    thickness = np.clip(1.4 - 1.1 * m.cell_rho, 0.2, None)
+    envelope = np.clip(
+        ndi.gaussian_filter((m.cyto_id > 0).astype(np.float32), 1.0) * 2.0, 0.0, 1.0
+    ) * m.nucleus
+    return m.cyto * thickness * (0.3 + mesh) + 0.3 * envelope
+
+
+def _golgi(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """Golgi ribbon: 12-24 small stacks in a compact cap against one side of the nucleus.
+
+    Within ~0.5 nuclear radii of its edge, spread over ~+-30 degrees.
+    """
+    n_cells = len(cells["cy"])
+    owner = _per_cell(rng, n_cells, 12, 25)
+    side = rng.uniform(-math.pi, math.pi, n_cells)[owner] + rng.normal(0.0, 0.5, owner.size)
+    z = np.exp(1j * side)
+    rad = _nucleus_radius(cells, owner, z) * rng.uniform(1.05, 1.55, owner.size)
+    ys, xs = cells["cy"][owner] + rad * z.imag, cells["cx"][owner] + rad * z.real
+    weight = rng.lognormal(0.0, 0.4, owner.size) * (2 * math.pi * 1.0**2)
+    points = _splat(ys, xs, weight, owner + 1, m.cyto_id, size)
+    return ndi.gaussian_filter(points, 1.0)
+
+
+def _fine_puncta(rng, cells: dict, m: _Compartments, size: int) -> np.ndarray:
+    """Peroxisome-like dots: many (60-150 per cell), dim and below the resolution.
+
+    The PSF alone sets their size; they spread evenly over the cytoplasm's area.
+    """
+    owner = _per_cell(rng, len(cells["cy"]), 60, 151)
+    z = np.exp(1j * rng.uniform(-math.pi, math.pi, owner.size))
+    rad = np.sqrt(rng.uniform(0.1, 0.95**2, owner.size)) * _cell_radius(cells, owner, z)
+    ys, xs = cells["cy"][owner] + rad * z.imag, cells["cx"][owner] + rad * z.real
+    weight = rng.lognormal(0.0, 0.5, owner.size)
+    return _splat(ys, xs, weight, owner + 1, m.cyto_id, size)
+
+
+#: Class name -> its pattern; every name of :data:`CLASSES` has one.
+_PATTERNS = {
+    "nuclear": _nuclear,
+    "nucleolar": _nucleolar,
+    "cytoplasmic": _cytoplasmic,
+    "membrane": _membrane,
+    "puncta": _puncta,
+    "filaments": _filaments,
+    "nuclear_speckles": _nuclear_speckles,
+    "er": _er,
+    "golgi": _golgi,
+    "fine_puncta": _fine_puncta,
+}
 
 
 def _illumination(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Smooth vignetting, (size, size) float32: 1 on an off-centre optical axis, falling
-    quadratically (slightly anisotropically) to 0.7-0.85 at the farthest corner."""
+    """Smooth vignetting, (size, size) float32.
+
+    1 on an off-centre optical axis, falling quadratically (slightly anisotropically) to
+    0.7-0.85 at the farthest corner.
+    """
     coord = np.linspace(-1.0, 1.0, size, dtype=np.float32)
     y0, x0 = rng.uniform(-0.35, 0.35, 2)
     ay, ax = rng.uniform(0.8, 1.2, 2)
@@ -755,11 +800,13 @@ def _illumination(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _haze(signal: np.ndarray) -> np.ndarray:
-    """Out-of-focus light: the (C, H, W) signal blurred over ~10 px, computed on a 4x
-    decimated grid (a full-resolution wide Gaussian would dominate the run time) and
-    brought back by pixel replication: the haze is a few percent of a field that varies
-    over ~10 px, so its 4-px steps are far below the shot noise, and the PSF smooths
-    them further."""
+    """Out-of-focus light: the (C, H, W) signal blurred over ~10 px.
+
+    Computed on a 4x decimated grid (a full-resolution wide Gaussian would dominate the
+    run time) and brought back by pixel replication: the haze is a few percent of a field
+    that varies over ~10 px, so its 4-px steps are far below the shot noise, and the PSF
+    smooths them further.
+    """
     size = signal.shape[-1]
     small = ndi.gaussian_filter(signal[:, ::4, ::4], (0, 2.5, 2.5))
     return small.repeat(4, axis=1).repeat(4, axis=2)[:, :size, :size]
@@ -780,6 +827,198 @@ def _objects_frame(image_id, name, t, cy, cx, areas) -> pd.DataFrame:
         },
         columns=list(OBJECT_COLUMNS),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Field assembly (the steps of generate_field)
+# ---------------------------------------------------------------------------------------
+
+#: Names of the random streams of a field, in :class:`numpy.random.SeedSequence` spawn order.
+_STREAMS = ("geom", "cell", "struct", "protein", "optics", "field", "expression")
+
+
+def _field_streams(seed: int, index: int) -> dict[str, np.random.Generator]:
+    """Independent random streams of field ``(seed, index)``, by name (:data:`_STREAMS`).
+
+    Geometry and the class-independent channels do not depend on the class (changing
+    ``classes`` only changes the protein channel), and nothing depends on how many random
+    numbers another stage consumed. The first five are the original simulation's; the field
+    and cell effects of the difficulty options draw from the last two (``spawn(7)[:5]``
+    equals ``spawn(5)``), so with those effects off a field is bit-identical to the original.
+    """
+    streams = np.random.SeedSequence([seed, index]).spawn(len(_STREAMS))
+    return dict(zip(_STREAMS, map(np.random.default_rng, streams)))
+
+
+def _field_effects(rng: np.random.Generator, opts: dict) -> dict:
+    """Per-field channel gains, background, defocus and focus state of the difficulty options.
+
+    Always the same draws in the same order, whatever the options.
+    """
+    channel_z = rng.standard_normal(len(CHANNELS))
+    background_u, defocus_u, out_of_focus_u, out_of_focus_sigma_u = rng.uniform(size=4)
+    out_of_focus = bool(out_of_focus_u < opts["out_of_focus_fraction"])
+    if out_of_focus:
+        low, high = _OUT_OF_FOCUS_SIGMA
+        defocus_sigma = low + (high - low) * float(out_of_focus_sigma_u)
+    else:
+        defocus_sigma = opts["defocus"] * float(defocus_u)
+    return {
+        "channel_gain": np.exp(opts["channel_gain_sd"] * channel_z),
+        "background": opts["background"] * float(background_u),
+        "out_of_focus": out_of_focus,
+        "defocus_sigma": defocus_sigma,
+    }
+
+
+def _field_signal(name: str, rng: dict, cells: dict, opts: dict):
+    """Photons per pixel of each channel, (3, size, size) float32, and the nucleus id map.
+
+    The signal is what the sample emits, before haze, optics and camera.
+    """
+    size = opts["size"]
+    nuc_id, nuc_rho, cell_id, cell_rho = _rasterize(cells, size)
+    dna, body, protein_amp = _cell_amplitudes(rng["cell"], rng["expression"], cells, opts)
+    nucleoli, dna_signal = _nucleus_signal(rng["cell"], cells, nuc_id, nuc_rho, dna, size)
+    structure_signal = _structure_signal(rng["struct"], cells, nuc_id, cell_id, cell_rho, body, size)
+    maps = {"nuc_id": nuc_id, "cell_id": cell_id, "cell_rho": cell_rho, "nucleoli": nucleoli}
+    protein_signal = _protein_signal(name, rng["protein"], cells, maps, protein_amp, size)
+    signal = np.stack(
+        [
+            _NUCLEUS_PHOTONS * dna_signal,
+            structure_signal,
+            _PROTEIN_PHOTONS[name] * protein_signal,
+        ]
+    ).astype(np.float32)
+    return signal, nuc_id
+
+
+def _cell_amplitudes(rng_cell, rng_expression, cells: dict, opts: dict):
+    """Per-cell brightness of the DNA, structure and protein channels, index 0 background.
+
+    The protein pattern strengthens along the trajectory (x0.35 at t=0 to x1.65 at t=1),
+    and a ``dim_fraction`` of the cells barely express it.
+    """
+    n = len(cells["cy"])
+
+    def per_cell(sd: float) -> np.ndarray:
+        return np.concatenate([[0.0], rng_cell.lognormal(0.0, sd, n)]).astype(np.float32)
+
+    dna, body = per_cell(_CELL_BRIGHTNESS_SD), per_cell(_CELL_BRIGHTNESS_SD)
+    strength = 0.35 + 1.3 * cells["t"]
+    protein_amp = per_cell(opts["expression_sd"]) * np.concatenate([[0.0], strength]).astype(
+        np.float32
+    )
+    dim = rng_expression.uniform(size=n) < opts["dim_fraction"]
+    if dim.any():
+        protein_amp[1:][dim] *= np.float32(_DIM_LEVEL)
+    return dna, body, protein_amp
+
+
+def _nucleus_signal(rng, cells: dict, nuc_id, nuc_rho, dna, size: int):
+    """Nucleoli map and DNA channel: chromatin speckle, brighter periphery, dark nucleoli."""
+    nucleoli = _nucleoli(rng, cells, nuc_id, size)
+    chromatin = _texture(rng, size, 1.2)
+    nucleus = nuc_id > 0
+    dna_signal = (
+        dna[nuc_id]
+        * np.clip(1.0 + 0.18 * chromatin, 0.3, None)
+        * (0.9 + 0.2 * nuc_rho**2)
+        * (1.0 - 0.45 * nucleoli)
+        * nucleus
+    )
+    return nucleoli, dna_signal
+
+
+def _structure_signal(rng, cells: dict, nuc_id, cell_id, cell_rho, body, size: int):
+    """Structure channel: diffuse cell body plus radiating fibres.
+
+    The body thins towards the edge and is dimmer over the nucleus (out of its focal
+    plane).
+    """
+    body_texture = _texture(rng, size, 3.0, step=2)
+    thickness = np.where(nuc_id > 0, 0.55, 1.0 - 0.45 * np.minimum(cell_rho, 1.0) ** 2)
+    fibres = _structure_fibres(rng, cells, cell_id, size)
+    return body[cell_id] * (
+        _STRUCTURE_PHOTONS * thickness * np.clip(1.0 + 0.25 * body_texture, 0.2, None)
+        + _FIBRE_PHOTONS * fibres
+    )
+
+
+def _protein_signal(name: str, rng, cells: dict, maps: dict, protein_amp, size: int):
+    """Protein channel: the class pattern plus a faint diffuse cytoplasmic pool, per cell.
+
+    Every protein has such a pool, as real stainings do.
+    """
+    pattern = _protein_pattern(name, rng, cells, maps, size)
+    cell_id = maps["cell_id"]
+    nonspecific = _PROTEIN_NONSPECIFIC * ((cell_id > 0) & ~(maps["nuc_id"] > 0))
+    return protein_amp[cell_id] * (pattern + nonspecific)
+
+
+def _image_formation(signal: np.ndarray, rng, effects: dict, batch_sd: float):
+    """Camera counts (uint16) of a photon ``signal`` (C, H, W) and the field's batch gain.
+
+    Haze, autofluorescence and background are added, then the PSF (widened by defocus),
+    the batch and channel gains and the illumination, then shot and read noise and the
+    camera offset.
+    """
+    signal += (_OUT_OF_FOCUS_HAZE if effects["out_of_focus"] else _HAZE) * _haze(signal)
+    signal += np.asarray(_AUTOFLUORESCENCE, np.float32)[:, None, None]
+    if effects["background"] > 0:
+        reference = np.asarray(_BACKGROUND_REFERENCE, np.float32)[:, None, None]
+        signal += np.float32(effects["background"]) * reference
+    size = signal.shape[-1]
+    # The gain is exp(batch_sd * z) with z fixed by (seed, index): changing batch_sd
+    # rescales every field's log gain and changes nothing else.
+    gain = float(np.exp(batch_sd * rng.standard_normal()))
+    illumination = _illumination(rng, size)
+    # Read noise is drawn before the shot noise: the number of random numbers Poisson
+    # sampling consumes depends on the rates, and drawing it first keeps the nucleus and
+    # structure channels bit-identical whatever the protein channel holds.
+    read_noise = rng.standard_normal(signal.shape, dtype=np.float32)
+    # Defocus widens the PSF (Gaussian blurs add in quadrature).
+    defocus_sigma = effects["defocus_sigma"]
+    blur = math.hypot(_PSF_SIGMA, defocus_sigma) if defocus_sigma > 0 else _PSF_SIGMA
+    expected = ndi.gaussian_filter(signal, (0, blur, blur), truncate=3.0)
+    expected *= gain * illumination
+    channel_gain = effects["channel_gain"]
+    if (channel_gain != 1.0).any():
+        expected *= channel_gain.astype(np.float32)[:, None, None]
+    counts = rng.poisson(np.maximum(expected, 0.0)).astype(np.float32)
+    counts += _CAMERA_OFFSET + _READ_NOISE * read_noise
+    return np.clip(np.rint(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16), gain
+
+
+def _truth_labels(nuc_id: np.ndarray, n: int):
+    """Keep only nuclei with pixels in the field, numbered 1..N in placement order.
+
+    Returns the label image, the internal ids of the kept cells and every id's area.
+    """
+    areas = np.bincount(nuc_id.ravel(), minlength=n + 1)
+    present = np.flatnonzero(areas[1:] > 0)
+    lut = np.zeros(n + 1, np.int32)
+    lut[present + 1] = np.arange(1, len(present) + 1, dtype=np.int32)
+    return lut[nuc_id], present, areas
+
+
+def _field_metadata(index: int, name: str, gain: float, effects: dict) -> dict:
+    """Return the metadata dict of one field (see :func:`generate_field`)."""
+    image_id = f"f{index:05d}"
+    return {
+        "Metadata_image": image_id,
+        "Metadata_class": name,
+        "Metadata_group": image_id,
+        "Metadata_field_gain": gain,
+        "Metadata_field_index": index,
+        **{
+            f"Metadata_field_gain_{channel}": gain * float(effects["channel_gain"][c])
+            for c, channel in enumerate(CHANNELS)
+        },
+        "Metadata_field_background": effects["background"],
+        "Metadata_field_defocus": effects["defocus_sigma"],
+        "Metadata_field_out_of_focus": effects["out_of_focus"],
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -892,8 +1131,8 @@ def generate_field(
     >>> meta["Metadata_class"]
     'cytoplasmic'
     """
-    seed = _check_int("seed", seed, 0)
-    index = _check_int("index", index, 0)
+    seed = check_int("seed", seed, 0)
+    index = check_int("index", index, 0)
     opts = _check_options(
         size=size,
         cells_per_field=cells_per_field,
@@ -909,135 +1148,15 @@ def generate_field(
     )
     size, classes = opts["size"], opts["classes"]
     name = classes[index % len(classes)]
-    image_id = f"f{index:05d}"
-
-    # Independent streams: geometry and the class-independent channels do not depend on
-    # the class (changing ``classes`` only changes the protein channel), and nothing
-    # depends on how many random numbers another stage consumed. The first five are the
-    # original simulation's; the field and cell effects of the difficulty options draw
-    # from the last two (spawn(7)[:5] equals spawn(5)), so with those effects off a
-    # field is bit-identical to the original.
-    streams = np.random.SeedSequence([seed, index]).spawn(7)
-    rng_geom, rng_cell, rng_struct, rng_protein, rng_optics, rng_field, rng_expression = map(
-        np.random.default_rng, streams
-    )
-    # Field effects: always the same draws in the same order, whatever the options.
-    channel_z = rng_field.standard_normal(len(CHANNELS))
-    background_u, defocus_u, out_of_focus_u, out_of_focus_sigma_u = rng_field.uniform(size=4)
-    channel_gain = np.exp(opts["channel_gain_sd"] * channel_z)
-    background_level = opts["background"] * float(background_u)
-    out_of_focus = bool(out_of_focus_u < opts["out_of_focus_fraction"])
-    if out_of_focus:
-        low, high = _OUT_OF_FOCUS_SIGMA
-        defocus_sigma = low + (high - low) * float(out_of_focus_sigma_u)
-    else:
-        defocus_sigma = opts["defocus"] * float(defocus_u)
-
-    cells = _place_cells(rng_geom, size, opts["cells_per_field"])
-    n = len(cells["cy"])
-    nuc_id, nuc_rho, cell_id, cell_rho = _rasterize(cells, size)
-
-    # Per-cell brightness of each channel; index 0 is background (brightness 0).
-    def per_cell(sd: float) -> np.ndarray:
-        return np.concatenate([[0.0], rng_cell.lognormal(0.0, sd, n)]).astype(np.float32)
-
-    dna, body = per_cell(_CELL_BRIGHTNESS_SD), per_cell(_CELL_BRIGHTNESS_SD)
-    # The protein pattern strengthens along the trajectory (x0.35 at t=0 to x1.65 at t=1).
-    strength = 0.35 + 1.3 * cells["t"]
-    protein_amp = per_cell(opts["expression_sd"]) * np.concatenate([[0.0], strength]).astype(
-        np.float32
-    )
-    dim = rng_expression.uniform(size=n) < opts["dim_fraction"]
-    if dim.any():
-        protein_amp[1:][dim] *= np.float32(_DIM_LEVEL)
-    nucleoli = _nucleoli(rng_cell, cells, nuc_id, size)
-
-    # Nucleus: chromatin speckle, slightly brighter periphery, dark nucleoli.
-    chromatin = _texture(rng_cell, size, 1.2)
-    nucleus = nuc_id > 0
-    dna_signal = (
-        dna[nuc_id]
-        * np.clip(1.0 + 0.18 * chromatin, 0.3, None)
-        * (0.9 + 0.2 * nuc_rho**2)
-        * (1.0 - 0.45 * nucleoli)
-        * nucleus
-    )
-
-    # Structure: diffuse cell body thinning towards the edge, dimmer over the nucleus
-    # (out of its focal plane), plus radiating fibres.
-    body_texture = _texture(rng_struct, size, 3.0, step=2)
-    thickness = np.where(nucleus, 0.55, 1.0 - 0.45 * np.minimum(cell_rho, 1.0) ** 2)
-    fibres = _structure_fibres(rng_struct, cells, cell_id, size)
-    structure_signal = body[cell_id] * (
-        _STRUCTURE_PHOTONS * thickness * np.clip(1.0 + 0.25 * body_texture, 0.2, None)
-        + _FIBRE_PHOTONS * fibres
-    )
-
-    maps = {
-        "nuc_id": nuc_id,
-        "cell_id": cell_id,
-        "cell_rho": cell_rho,
-        "nucleoli": nucleoli,
-    }
-    pattern = _protein_pattern(name, rng_protein, cells, maps, size)
-    # Every protein also has a faint diffuse cytoplasmic pool, as real stainings do.
-    nonspecific = _PROTEIN_NONSPECIFIC * ((cell_id > 0) & ~nucleus)
-    protein_signal = protein_amp[cell_id] * (pattern + nonspecific)
-
-    signal = np.stack(
-        [
-            _NUCLEUS_PHOTONS * dna_signal,
-            structure_signal,
-            _PROTEIN_PHOTONS[name] * protein_signal,
-        ]
-    ).astype(np.float32)
-    signal += (_OUT_OF_FOCUS_HAZE if out_of_focus else _HAZE) * _haze(signal)
-    signal += np.asarray(_AUTOFLUORESCENCE, np.float32)[:, None, None]
-    if background_level > 0:
-        reference = np.asarray(_BACKGROUND_REFERENCE, np.float32)[:, None, None]
-        signal += np.float32(background_level) * reference
-
-    # The gain is exp(batch_sd * z) with z fixed by (seed, index): changing batch_sd
-    # rescales every field's log gain and changes nothing else.
-    gain = float(np.exp(opts["batch_sd"] * rng_optics.standard_normal()))
-    illumination = _illumination(rng_optics, size)
-    # Read noise is drawn before the shot noise: the number of random numbers Poisson
-    # sampling consumes depends on the rates, and drawing it first keeps the nucleus and
-    # structure channels bit-identical whatever the protein channel holds.
-    read_noise = rng_optics.standard_normal(signal.shape, dtype=np.float32)
-    # Defocus widens the PSF (Gaussian blurs add in quadrature).
-    blur = math.hypot(_PSF_SIGMA, defocus_sigma) if defocus_sigma > 0 else _PSF_SIGMA
-    expected = ndi.gaussian_filter(signal, (0, blur, blur), truncate=3.0)
-    expected *= gain * illumination
-    if (channel_gain != 1.0).any():
-        expected *= channel_gain.astype(np.float32)[:, None, None]
-    counts = rng_optics.poisson(np.maximum(expected, 0.0)).astype(np.float32)
-    counts += _CAMERA_OFFSET + _READ_NOISE * read_noise
-    image = np.clip(np.rint(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-
-    # Keep only nuclei with pixels in the field and number them 1..N in placement order.
-    areas = np.bincount(nuc_id.ravel(), minlength=n + 1)
-    present = np.flatnonzero(areas[1:] > 0)
-    lut = np.zeros(n + 1, np.int32)
-    lut[present + 1] = np.arange(1, len(present) + 1, dtype=np.int32)
-    truth_labels = lut[nuc_id]
-
-    metadata = {
-        "Metadata_image": image_id,
-        "Metadata_class": name,
-        "Metadata_group": image_id,
-        "Metadata_field_gain": gain,
-        "Metadata_field_index": index,
-        **{
-            f"Metadata_field_gain_{channel}": gain * float(channel_gain[c])
-            for c, channel in enumerate(CHANNELS)
-        },
-        "Metadata_field_background": background_level,
-        "Metadata_field_defocus": defocus_sigma,
-        "Metadata_field_out_of_focus": out_of_focus,
-    }
+    rng = _field_streams(seed, index)
+    effects = _field_effects(rng["field"], opts)
+    cells = _place_cells(rng["geom"], size, opts["cells_per_field"])
+    signal, nuc_id = _field_signal(name, rng, cells, opts)
+    image, gain = _image_formation(signal, rng["optics"], effects, opts["batch_sd"])
+    truth_labels, present, areas = _truth_labels(nuc_id, len(cells["cy"]))
+    metadata = _field_metadata(index, name, gain, effects)
     objects = _objects_frame(
-        image_id,
+        metadata["Metadata_image"],
         name,
         cells["t"][present],
         cells["cy"][present],
@@ -1068,12 +1187,19 @@ def generate_shard(seed: int, indices: Sequence[int], **field_kwargs) -> dict:
         ``fields``: DataFrame with one row per field (columns as the metadata dict of
         :func:`generate_field`), in ``indices`` order; ``objects``: DataFrame with one row
         per ground-truth cell of all fields.
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range or ``indices`` repeats a field; the message names it.
+    TypeError
+        For an unknown keyword.
     """
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     valid = isinstance(indices, (Sequence, np.ndarray)) and not isinstance(indices, (str, bytes))
     if not valid:
         raise ValueError(f"indices={indices!r}: expected a sequence of integers >= 0")
-    indices = [_check_int(f"indices[{k}]", i, 0) for k, i in enumerate(indices)]
+    indices = [check_int(f"indices[{k}]", i, 0) for k, i in enumerate(indices)]
     if len(set(indices)) != len(indices):
         raise ValueError(f"indices={indices!r}: expected unique field indices")
     opts = _check_options(**field_kwargs)

@@ -1,6 +1,7 @@
-"""Training batches on the training device: resident items, or a prefetching thread.
+"""The training device, and how training batches reach it: resident items, or a prefetching thread.
 
-A training batch source reaches the device that trains on it in one of two ways:
+A training batch source (:class:`workflow_scripts.training.streams.TrainingSource`) reaches the
+device that trains on it in one of two ways:
 
 * **resident**: the source's normalised items are computed once, in chunks, into one tensor on
   the device; a batch is then a gather there (:class:`ResidentSource`,
@@ -12,6 +13,10 @@ A training batch source reaches the device that trains on it in one of two ways:
 
 Both give the values ``source.batch`` gives, bit for bit, in the same order: normalisation is a
 function of each item alone, so normalising once equals normalising every epoch.
+
+This module imports nothing else of the package: the sources of
+:mod:`~workflow_scripts.training.streams`, :mod:`~workflow_scripts.training.pairs` and
+:mod:`~workflow_scripts.training.guided` build their resident versions from the classes here.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DATA_PATHS",
-    "TrainingSource",
-    "ResidentCapable",
+    "pick_device",
     "DeviceSource",
     "ResidentSource",
     "ResidentPairedSource",
@@ -59,30 +63,19 @@ CHUNK_BYTES = 64 * 2**20
 PREFETCH_DEPTH = 2
 
 
-@runtime_checkable
-class TrainingSource(Protocol):
-    """What the training loop reads: ``len(source)`` items and ``batch(index)``, the items at
-    ``index`` as an (n, C, H, W) array or tensor, or a dict of them (per-item values beside the
-    images). Optional: ``set_epoch(epoch)`` for sources that draw per epoch (paired partners),
-    called before each epoch; see :class:`ResidentCapable` for sources a device can hold."""
+def pick_device() -> torch.device:
+    """Pick the device to train and extract on: CUDA when available, else the CPU.
 
-    def __len__(self) -> int: ...
-
-    def batch(self, index: np.ndarray) -> Any: ...
-
-
-@runtime_checkable
-class ResidentCapable(TrainingSource, Protocol):
-    """A :class:`TrainingSource` whose normalised items a device can hold: ``resident_nbytes()``
-    says how many bytes (None: it cannot), ``resident(device)`` builds the resident version."""
-
-    def resident_nbytes(self) -> int | None: ...
-
-    def resident(self, device: torch.device) -> DeviceSource: ...
+    Returns
+    -------
+    torch.device
+        ``cuda`` or ``cpu``.
+    """
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _index_on(index, device: torch.device) -> torch.Tensor:
-    """Item positions as an int64 tensor on ``device`` (no copy when already there)."""
+    """Return item positions as an int64 tensor on ``device`` (no copy when already there)."""
     if isinstance(index, torch.Tensor):
         return index.to(device=device, dtype=torch.int64, non_blocking=True)
     return torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)).to(device, non_blocking=True)
@@ -91,8 +84,24 @@ def _index_on(index, device: torch.device) -> torch.Tensor:
 def resident_items(
     read: Callable[[np.ndarray], np.ndarray], n: int, device: torch.device, *, chunk_bytes: int = CHUNK_BYTES
 ) -> torch.Tensor:
-    """``read(arange(n))`` as one tensor on ``device``, read in chunks of about ``chunk_bytes``
-    (the dtype and item shape are those ``read`` returns)."""
+    """Read ``read(arange(n))`` into one tensor on ``device``, in chunks.
+
+    Parameters
+    ----------
+    read : callable
+        Items at the given positions, as a numpy array (n, ...).
+    n : int
+        Number of items.
+    device : torch.device
+        Where the tensor lives.
+    chunk_bytes : int, default=CHUNK_BYTES
+        About this many bytes are read per chunk.
+
+    Returns
+    -------
+    Tensor
+        All items, of the dtype and item shape ``read`` returns.
+    """
     first = np.asarray(read(np.arange(min(n, 1))))
     per_item = max(1, first[0].nbytes if len(first) else 1)
     chunk = max(1, chunk_bytes // per_item)
@@ -104,17 +113,42 @@ def resident_items(
 
 
 class DeviceSource:
-    """A training source whose batches are tensors already on ``device`` (``nbytes`` held there);
-    ``batch`` takes the positions as a numpy array or as an int64 tensor (best: on ``device``)."""
+    """A training source whose batches are tensors already on ``device`` (``nbytes`` held there).
+
+    It implements :class:`workflow_scripts.training.streams.TrainingSource`; ``batch`` takes
+    the positions as a numpy array or as an int64 tensor (best: on ``device``).
+    """
 
     device: torch.device
     nbytes: int
 
     def __len__(self) -> int:
+        """Return the number of items."""
         raise NotImplementedError
 
     def batch(self, index) -> Any:
+        """Gather the items at ``index`` on the device (subclasses implement it).
+
+        Parameters
+        ----------
+        index : ndarray or Tensor
+            Item positions.
+
+        Returns
+        -------
+        Tensor or dict of Tensor
+            The batch, on ``device``.
+        """
         raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw nothing: fixed items are the same in every epoch (sources that draw override it).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch about to be read.
+        """
 
 
 class ResidentSource(DeviceSource):
@@ -133,20 +167,50 @@ class ResidentSource(DeviceSource):
 
     @classmethod
     def of(cls, source, device: torch.device, *, chunk_bytes: int = CHUNK_BYTES) -> ResidentSource:
-        """The items of any source, ``source.batch(arange(len(source)))`` in chunks, on ``device``."""
+        """Hold the items of any source on ``device``.
+
+        Parameters
+        ----------
+        source : TrainingSource
+            Read as ``source.batch(arange(len(source)))``, in chunks.
+        device : torch.device
+            Where the items are held.
+        chunk_bytes : int, default=CHUNK_BYTES
+            About this many bytes are read per chunk.
+
+        Returns
+        -------
+        ResidentSource
+            Its batches equal ``source.batch``'s, bit for bit.
+        """
         return cls(resident_items(source.batch, len(source), device, chunk_bytes=chunk_bytes))
 
     def __len__(self) -> int:
+        """Return the number of items."""
         return len(self.items)
 
     def batch(self, index) -> torch.Tensor:
+        """Gather the items at ``index``.
+
+        Parameters
+        ----------
+        index : ndarray or Tensor
+            Item positions.
+
+        Returns
+        -------
+        Tensor
+            (n, C, H, W) on the source's device.
+        """
         return self.items.index_select(0, _index_on(index, self.device))
 
 
 class ResidentPairedSource(DeviceSource):
-    """The resident version of a ``pairs.PairedSource``: its items on the device once, partners
-    still drawn per epoch by the paired source (numpy) and copied to the device once per epoch;
-    ``batch(index)`` gathers both sides from the one items tensor.
+    """The resident version of a :class:`~workflow_scripts.training.pairs.PairedSource`.
+
+    Its items are on the device once; partners are still drawn per epoch by the paired source
+    (numpy) and copied to the device once per epoch; ``batch(index)`` gathers both sides from
+    the one items tensor.
 
     Parameters
     ----------
@@ -166,28 +230,55 @@ class ResidentPairedSource(DeviceSource):
         self._partners: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
+        """Return the number of items."""
         return len(self.items)
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw the partners of ``epoch`` from now on (the training loop calls this)."""
+        """Draw the partners of ``epoch`` from now on (the training loop calls this).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch about to be read.
+        """
         self.paired.set_epoch(epoch)
 
     def partners(self) -> torch.Tensor:
-        """Every item's partner in the current epoch, on the device (copied once per epoch)."""
+        """Return every item's partner in the current epoch, on the device (copied once per epoch).
+
+        Returns
+        -------
+        Tensor
+            (N,) int64 item positions.
+        """
         epoch = self.paired.epoch
         if self._partners is None or self._partners[0] != epoch:
             self._partners = (epoch, _index_on(self.paired.partners(), self.device))
         return self._partners[1]
 
     def batch(self, index) -> dict[str, torch.Tensor]:
+        """Gather the pairs at ``index``.
+
+        Parameters
+        ----------
+        index : ndarray or Tensor
+            Item positions.
+
+        Returns
+        -------
+        dict of Tensor
+            ``{"source": A, "target": B}``, (n, C, H, W) each, on the source's device.
+        """
         index = _index_on(index, self.device)
         target = self.partners().index_select(0, index)
         return {"source": self.items.index_select(0, index), "target": self.items.index_select(0, target)}
 
 
 class ResidentGuidedSource(DeviceSource):
-    """The resident version of a ``feedback.GuidedSource``: the wrapped source resident, and the
-    per-item labels, anchors and weights as tensors on the same device.
+    """The resident version of a :class:`~workflow_scripts.training.guided.GuidedSource`.
+
+    The wrapped source resident, and the per-item labels, anchors and weights as tensors on
+    the same device.
 
     Parameters
     ----------
@@ -210,9 +301,32 @@ class ResidentGuidedSource(DeviceSource):
         self.nbytes = inner.nbytes + sum(v.numel() * v.element_size() for v in self.values.values())
 
     def __len__(self) -> int:
+        """Return the number of items."""
         return len(self.inner)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Pass the epoch on to the wrapped source (the feedback is the same every epoch).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch about to be read.
+        """
+        self.inner.set_epoch(epoch)
+
     def batch(self, index) -> dict[str, torch.Tensor]:
+        """Gather the items at ``index`` and their feedback.
+
+        Parameters
+        ----------
+        index : ndarray or Tensor
+            Item positions.
+
+        Returns
+        -------
+        dict of Tensor
+            ``{"x", "label", "anchor", "weight"}`` on the source's device.
+        """
         index = _index_on(index, self.device)
         out = {"x": self.inner.batch(index)}
         out.update({key: value.index_select(0, index) for key, value in self.values.items()})
@@ -220,9 +334,21 @@ class ResidentGuidedSource(DeviceSource):
 
 
 def memory_budget(device: torch.device) -> int:
-    """Bytes resident items may take on ``device``: :data:`CUDA_BUDGET_FRACTION` of the free GPU
-    memory, or (CPU and other devices, which share the RAM) :data:`CPU_BUDGET_FRACTION` of the
-    free RAM; 0 where it cannot be told."""
+    """Return the bytes resident items may take on ``device``.
+
+    :data:`CUDA_BUDGET_FRACTION` of the free GPU memory, or (CPU and other devices, which
+    share the RAM) :data:`CPU_BUDGET_FRACTION` of the free RAM.
+
+    Parameters
+    ----------
+    device : torch.device
+        The training device.
+
+    Returns
+    -------
+    int
+        The budget in bytes; 0 where it cannot be told.
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * CUDA_BUDGET_FRACTION)
@@ -235,8 +361,17 @@ def memory_budget(device: torch.device) -> int:
 
 @dataclass
 class DataPlan:
-    """How a source's batches reach the device: ``path`` (``resident`` or ``prefetch``),
-    ``nbytes`` held on the device, and why."""
+    """How a source's batches reach the device.
+
+    Parameters
+    ----------
+    path : str
+        ``resident`` or ``prefetch``.
+    nbytes : int, default=0
+        Bytes held on the device.
+    reason : str, default=""
+        Why this path was taken.
+    """
 
     path: str
     nbytes: int = 0
@@ -244,10 +379,12 @@ class DataPlan:
 
     @property
     def megabytes(self) -> float:
+        """Return the bytes held on the device in MiB."""
         return self.nbytes / 2**20
 
 
 def _resident_nbytes(source) -> int | None:
+    """Return what a ResidentCapable source's ``resident_nbytes()`` says; None for any other source."""
     if not (hasattr(source, "resident") and hasattr(source, "resident_nbytes")):
         return None
     return source.resident_nbytes()
@@ -256,12 +393,35 @@ def _resident_nbytes(source) -> int | None:
 def prepare_sources(
     sources: Sequence, device: torch.device, mode: str = "auto", *, budget: int | None = None
 ) -> tuple[list, list[DataPlan]]:
-    """Each source as the training loop should read it on ``device``, with its :class:`DataPlan`.
+    """Make each source what the training loop should read on ``device``, with its :class:`DataPlan`.
 
-    ``mode`` is one of :data:`DATA_PATHS`. ``auto`` holds a source resident when it can
-    (:class:`ResidentCapable`) and its items fit what is left of ``budget`` (default
-    :func:`memory_budget`, shared by the sources in order), else prefetches it. ``resident``
-    holds every source resident (an error for one that cannot be), ``prefetch`` none.
+    ``auto`` holds a source resident when it can
+    (:class:`~workflow_scripts.training.streams.ResidentCapable`) and its items fit what is
+    left of ``budget`` (shared by the sources in order), else prefetches it. ``resident`` holds
+    every source resident (an error for one that cannot be), ``prefetch`` none.
+
+    Parameters
+    ----------
+    sources : sequence of TrainingSource
+        The sources, in order (a :class:`DeviceSource` is taken as it is).
+    device : torch.device
+        The training device.
+    mode : str, default="auto"
+        One of :data:`DATA_PATHS`.
+    budget : int, optional
+        Bytes ``auto`` may hold resident; default :func:`memory_budget`.
+
+    Returns
+    -------
+    sources : list
+        Each source, resident (a :class:`DeviceSource`) or as given (prefetched).
+    plans : list of DataPlan
+        The path of each.
+
+    Raises
+    ------
+    ValueError
+        If ``mode`` is unknown, or ``resident`` is asked of a source that cannot be.
     """
     if mode not in DATA_PATHS:
         raise ValueError(f"data_path: {mode!r} is not one of {DATA_PATHS}")
@@ -294,7 +454,7 @@ def prepare_sources(
 
 
 def _tensors(batch):
-    """numpy array(s) -> tensor(s) sharing their memory (tensors pass through)."""
+    """Turn numpy array(s) into tensor(s) sharing their memory (tensors pass through)."""
     if isinstance(batch, dict):
         return {k: _tensors(v) for k, v in batch.items()}
     return torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
@@ -305,13 +465,26 @@ def _leaves(batch):
 
 
 class Prefetcher:
-    """Iterates ``source.batch(index)`` for each ``index`` of ``indices``, in order, as tensors on
-    ``device``, prepared by a background thread up to ``depth`` batches ahead.
+    """Iterate ``source.batch(index)`` for each ``index`` of ``indices`` on ``device``, prepared ahead.
+
+    The batches come in order, as tensors on ``device``, prepared by a background thread up to
+    ``depth`` batches ahead.
 
     On CUDA the thread pins each batch and copies it on a side stream; the main stream waits for
     that copy (an event, no host synchronisation) before the batch is used. An exception raised
     while preparing a batch is raised again by ``next`` when that batch's turn comes. Use as a
     context manager (or call ``close``) so the thread is stopped if the loop ends early.
+
+    Parameters
+    ----------
+    source : TrainingSource
+        Read with ``source.batch(index)`` in the thread.
+    indices : sequence of ndarray
+        The item positions of each batch, in order.
+    device : torch.device
+        Where the batches go.
+    depth : int, default=PREFETCH_DEPTH
+        Batches ready ahead at most.
     """
 
     def __init__(self, source, indices: Sequence[np.ndarray], device: torch.device, *, depth: int = PREFETCH_DEPTH):
@@ -360,9 +533,11 @@ class Prefetcher:
             self._put(("error", exc))
 
     def __iter__(self) -> Iterator:
+        """Return the prefetcher itself (an iterator)."""
         return self
 
     def __next__(self):
+        """Return the next batch on the device; raise what preparing it raised."""
         if self._done:
             raise StopIteration
         kind, value = self._queue.get()
@@ -394,18 +569,34 @@ class Prefetcher:
             self._queue.get_nowait()
 
     def __enter__(self) -> Prefetcher:
+        """Return the prefetcher; leaving the block closes it."""
         return self
 
     def __exit__(self, *exc) -> None:
+        """Close the prefetcher (:meth:`close`)."""
         self.close()
 
 
 def stream_batches(source, indices: Sequence[np.ndarray], device: torch.device) -> Iterator:
-    """The batches ``source.batch(index)`` for each ``index`` of ``indices`` in order, on ``device``.
+    """Yield the batches ``source.batch(index)`` for each ``index`` of ``indices`` in order, on ``device``.
 
     A :class:`DeviceSource` gathers on its device (the positions of all batches copied there at
     once); any other source goes through a :class:`Prefetcher`. A generator: close it (or let it
     run out) to stop the prefetching thread.
+
+    Parameters
+    ----------
+    source : TrainingSource
+        The source (resident or not).
+    indices : sequence of ndarray
+        The item positions of each batch.
+    device : torch.device
+        Where the batches go.
+
+    Yields
+    ------
+    Tensor or dict of Tensor
+        Each batch, on ``device``.
     """
     if isinstance(source, DeviceSource):
         lengths = [len(index) for index in indices]

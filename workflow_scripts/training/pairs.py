@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
-from workflow_scripts.data import Normalizer, ShardedArrays
+from workflow_scripts.data import Normalizer, ShardedArrays, item_locations, per_cell_minmax
+from workflow_scripts.training.device import ResidentPairedSource, resident_items
 
-
-def per_cell_minmax(x: np.ndarray) -> np.ndarray:
-    """Scale each image channel to [0, 1] independently: ``(x - min) / (max - min)`` over the
-    last two (H, W) axes; a constant channel becomes 0. Returns float32 of x's shape."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim < 2:
-        raise ValueError(f"per_cell_minmax needs (..., H, W) arrays, got shape {x.shape}")
-    lo = x.min(axis=(-2, -1), keepdims=True)
-    span = x.max(axis=(-2, -1), keepdims=True) - lo
-    safe = np.where(span > 0, span, 1.0).astype(np.float32)
-    return np.where(span > 0, (x - lo) / safe, 0.0).astype(np.float32)
+__all__ = ["PairedSource"]
 
 
 class PairedSource:
-    """Like ``data.BatchSource``, but ``batch(index)`` returns ``{"source": A, "target": B}``.
+    """Like a plain batch source, but ``batch(index)`` returns ``{"source": A, "target": B}``.
+
+    A :class:`~workflow_scripts.training.streams.ResidentCapable` training source.
 
     Parameters
     ----------
@@ -44,11 +38,17 @@ class PairedSource:
     seed : int
         Non-negative seed of the partner draws.
     per_cell_scaling : bool
-        Scale each cell's channels to [0, 1] independently (``per_cell_minmax``), as the
-        reference does.
+        Scale each cell's channels to [0, 1] independently
+        (:func:`~workflow_scripts.data.per_cell_minmax`), as the reference does.
     normalizer : Normalizer, optional
         Dataset-wide normalisation instead of the per-cell scaling (needs
         ``per_cell_scaling=False``). Neither: raw intensities.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, the seed is negative, both scalings are asked for, or no group
+        has two cells.
     """
 
     def __init__(
@@ -61,17 +61,8 @@ class PairedSource:
         per_cell_scaling: bool = True,
         normalizer: Normalizer | None = None,
     ):
-        for column in ("Metadata_shard", "Metadata_row"):
-            if column not in table.columns:
-                raise ValueError(f"table lacks column {column!r} that locates each item in its shard")
-        if group_column not in table.columns:
-            raise ValueError(
-                f"group column {group_column!r} is not in the cell table (columns: {', '.join(map(str, table.columns))})"
-            )
-        if int(seed) < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        if per_cell_scaling and normalizer is not None:
-            raise ValueError("give a normalizer or per_cell_scaling=True, not both")
+        shards, rows = item_locations(table)
+        _check_options(table, group_column, seed, per_cell_scaling, normalizer)
         self.arrays = arrays
         self.group_column = group_column
         self.seed = int(seed)
@@ -80,24 +71,24 @@ class PairedSource:
         self.epoch = 0
 
         codes, _ = pd.factorize(table[group_column], use_na_sentinel=True)
-        valid = codes >= 0
-        sizes = np.bincount(codes[valid])
-        size_of = np.zeros(len(codes), dtype=np.int64)
-        size_of[valid] = sizes[codes[valid]]
-        self.mask = size_of >= 2
+        self.mask, n_groups = _pairable(codes)
         self.n_unpaired = int((~self.mask).sum())
         if not self.mask.any():
             raise ValueError(
                 f"no group of column {group_column!r} has two or more cells: no cell can be paired "
-                f"({len(table)} cells, {len(sizes)} groups)"
+                f"({len(table)} cells, {n_groups} groups)"
             )
         self.positions = np.flatnonzero(self.mask)
         self.table = table.iloc[self.positions].reset_index(drop=True)
-        self.shards = table["Metadata_shard"].to_numpy()[self.positions]
-        self.rows = table["Metadata_row"].to_numpy().astype(np.int64)[self.positions]
+        self.shards = shards[self.positions]
+        self.rows = rows[self.positions]
+        self._index_groups(codes[self.positions])
+        self._cache: tuple[int, np.ndarray] | None = None
+        if getattr(normalizer, "needs_table", False):  # per-field ranges of the kept cells
+            self.normalizer = normalizer.bind(self.table, arrays)
 
-        # Groups over the kept items: members of each group contiguous in ``_members``.
-        group = codes[self.positions]
+    def _index_groups(self, group: np.ndarray) -> None:
+        """Index the groups of the kept items, the members of each contiguous in ``_members``."""
         _, self.group = np.unique(group, return_inverse=True)
         self.group_sizes = np.bincount(self.group)
         self._members = np.argsort(self.group, kind="stable")
@@ -105,28 +96,47 @@ class PairedSource:
         rank = np.empty(len(self.group), dtype=np.int64)
         rank[self._members] = np.arange(len(self.group)) - self._starts[self.group[self._members]]
         self._rank = rank
-        self._cache: tuple[int, np.ndarray] | None = None
-        if getattr(normalizer, "needs_table", False):  # per-field ranges of the kept cells
-            self.normalizer = normalizer.bind(self.table, arrays)
 
     def __len__(self) -> int:
+        """Return the number of pairable cells (items)."""
         return len(self.positions)
 
     @property
     def n_groups(self) -> int:
-        """Groups with at least two cells (those pairs are drawn from)."""
+        """Return the number of groups with at least two cells (those pairs are drawn from)."""
         return len(self.group_sizes)
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw the partners of ``epoch`` from now on (the training loop calls this)."""
+        """Draw the partners of ``epoch`` from now on (the training loop calls this).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch about to be read.
+        """
         self.epoch = int(epoch)
 
     def partners(self, epoch: int | None = None) -> np.ndarray:
-        """Item index of every item's partner in ``epoch`` (default: the current one).
+        """Return the item index of every item's partner in ``epoch``.
 
         Item i gets the member ``(rank_i + 1 + r) mod n_g`` of its group g (n_g members, i at
         rank_i), with r uniform in [0, n_g - 2] from a generator seeded by (seed, epoch): always
         another cell of the same group, each equally likely.
+
+        Parameters
+        ----------
+        epoch : int, optional
+            The epoch (default: the current one, :meth:`set_epoch`).
+
+        Returns
+        -------
+        ndarray of shape (N,), int64
+            The partner of each item.
+
+        Raises
+        ------
+        ValueError
+            If ``epoch`` is negative.
         """
         epoch = self.epoch if epoch is None else int(epoch)
         if epoch < 0:
@@ -149,23 +159,74 @@ class PairedSource:
         return x
 
     def batch(self, index) -> dict[str, np.ndarray]:
-        """``{"source": A, "target": B}``: (n, C, H, W) float32 each, scaled as configured."""
+        """Read the pairs at ``index`` in the current epoch.
+
+        Parameters
+        ----------
+        index : array_like of int
+            Item positions.
+
+        Returns
+        -------
+        dict of ndarray
+            ``{"source": A, "target": B}``: (n, C, H, W) float32 each, scaled as configured.
+        """
         index = np.asarray(index, dtype=np.int64)
         return {"source": self._read(index), "target": self._read(self.partners()[index])}
 
     def raw(self, index) -> np.ndarray:
-        """Raw cell A (n, C, H, W) float32."""
+        """Read cells A at ``index`` without scaling them.
+
+        Parameters
+        ----------
+        index : array_like of int
+            Item positions.
+
+        Returns
+        -------
+        ndarray of shape (n, C, H, W), float32
+            The raw cells.
+        """
         index = np.asarray(index, dtype=np.int64)
         return self.arrays.gather(self.shards[index], self.rows[index])
 
     def resident_nbytes(self) -> int:
-        """Bytes of all scaled items (float32), as :meth:`resident` holds them."""
+        """Return the bytes of all scaled items (float32), as :meth:`resident` holds them."""
         return len(self) * int(np.prod(self.arrays.item_shape or (0,))) * 4
 
-    def resident(self, device):
-        """The items scaled as configured, once, as one tensor on ``device`` (``torch.device``):
-        a ``device_data.ResidentPairedSource`` that still draws the partners per epoch here and
-        whose batches equal :meth:`batch`'s, bit for bit."""
-        from workflow_scripts.device_data import ResidentPairedSource, resident_items
+    def resident(self, device: torch.device) -> ResidentPairedSource:
+        """Hold the items, scaled as configured, as one tensor on ``device``.
 
+        Parameters
+        ----------
+        device : torch.device
+            Where the items are held.
+
+        Returns
+        -------
+        ResidentPairedSource
+            Still draws the partners per epoch here; its batches equal :meth:`batch`'s, bit
+            for bit.
+        """
         return ResidentPairedSource(self, resident_items(self._read, len(self), device))
+
+
+def _check_options(table, group_column, seed, per_cell_scaling, normalizer) -> None:
+    """Raise ValueError for a missing group column, a negative seed or two scalings."""
+    if group_column not in table.columns:
+        raise ValueError(
+            f"group column {group_column!r} is not in the cell table (columns: {', '.join(map(str, table.columns))})"
+        )
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if per_cell_scaling and normalizer is not None:
+        raise ValueError("give a normalizer or per_cell_scaling=True, not both")
+
+
+def _pairable(codes: np.ndarray) -> tuple[np.ndarray, int]:
+    """Mark the items whose group (code >= 0) has two or more members; count the groups."""
+    valid = codes >= 0
+    sizes = np.bincount(codes[valid])
+    size_of = np.zeros(len(codes), dtype=np.int64)
+    size_of[valid] = sizes[codes[valid]]
+    return size_of >= 2, len(sizes)
