@@ -20,6 +20,7 @@ include: "rules/tile.smk"
 include: "rules/train.smk"
 include: "rules/features.smk"
 include: "rules/metrics.smk"
+include: "rules/profiles.smk"
 include: "rules/report.smk"
 include: "rules/explorer.smk"
 

@@ -40,6 +40,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import reset_peak, status_kb  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -120,22 +122,6 @@ def make_data(folder: Path, n: int, seed: int = 0) -> None:
 # Child: one measurement
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def child(name: str, folder: Path) -> dict:
     from workflow_scripts.metrics import classification, neighbourhood, retrieval
 
@@ -194,15 +180,15 @@ def child(name: str, folder: Path) -> dict:
     else:
         raise ValueError(f"unknown measurement {name!r}")
 
-    load_peak_kb = _status_kb("VmHWM")
-    reset = _reset_peak()
-    before_kb = _status_kb("VmRSS")
+    load_peak_kb = status_kb("VmHWM")
+    reset = reset_peak()
+    before_kb = status_kb("VmRSS")
     cpu0 = os.times()
     t0 = time.perf_counter()
     value = call()
     wall = time.perf_counter() - t0
     cpu1 = os.times()
-    peak_kb = _status_kb("VmHWM")
+    peak_kb = status_kb("VmHWM")
     return {
         "wall_s": wall,
         "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),

@@ -483,6 +483,27 @@ def feature_quality(data: dict) -> str:
     return "\n".join(lines)
 
 
+def map_memory(data: dict) -> str:
+    d = data["data"]
+    lines = _header(data) + [
+        "",
+        f"Data: a synthetic screen of {d['features']} features per well, {d['control_fraction']:.0%} control wells, "
+        f"{d['replicates']} replicates per perturbation on different plates of {d['plate_wells']} wells; "
+        f"null size {data['null_size']:,}. Each call in a fresh process; peak RSS is the process's "
+        "(data included), extra its rise during the call.",
+        "",
+        "| wells | call | time | peak RSS | extra | copairs pairs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        if "wall_s" in r:
+            cells = f"{_seconds(r['wall_s'])} | {_megabytes(r['peak_rss_mb'])} | {_megabytes(r['extra_rss_mb'])}"
+        else:
+            cells = (r.get("skipped") or f"> {r['timed_out_s']:.0f} s (stopped)") + " | - | -"
+        lines.append(f"| {r['n']:,} | {r['metric']} | {cells} | {r['copairs_pairs']:,} |")
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "run_all": run_all,
     "segment_crop": segment_crop,
@@ -501,6 +522,7 @@ SECTIONS = {
     "train_throughput_full_cuda": train_throughput,
     "metrics_scaling": metrics_scaling,
     "feature_quality": feature_quality,
+    "map_memory": map_memory,
 }
 
 

@@ -218,6 +218,21 @@ def metric_files(wildcards):
     return TARGETS.metric_files(wildcards.dataset)
 
 
+def screen_metric_files(wildcards):
+    """The screening metrics of every feature table (none for a dataset without a layout)."""
+    return TARGETS.screen_files(wildcards.dataset, ".json")
+
+
+def screen_datasets_regex():
+    """Wildcard constraint matching the datasets with a plate layout (screens)."""
+    names = [n for n, e in DATASETS.items() if e.get("layout")]
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def dataset_layout(wildcards):
+    return DATASETS[wildcards.dataset]["layout"]
+
+
 def embedding_outputs(stem):
     """UMAP and t-SNE maps of ``stem`` (``best``: the best learned layer, with its
     coordinates; ``handcrafted``: the hand-crafted baseline)."""

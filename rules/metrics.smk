@@ -64,7 +64,8 @@ for _name, _tables in evaluated_layers().items():
 
 rule summarize_metrics:
     input:
-        metric_files,
+        metrics=metric_files,
+        screen=screen_metric_files,
     output:
         table=report(
             "results/{dataset}/metrics/summary.csv",
@@ -112,26 +113,3 @@ rule summarize_metrics:
         guided=guided_pairs(),
     script:
         "../workflow_scripts/scripts/summarize_metrics.py"
-
-
-rule aggregate_profiles:
-    input:
-        all_feature_tables,
-    output:
-        profiles=profile_tables("{dataset}"),
-        h5ad=h5ad_tables("{dataset}"),
-    log:
-        "logs/{dataset}/aggregate_profiles.log",
-    benchmark:
-        "logs/{dataset}/aggregate_profiles.bench.tsv"
-    conda:
-        "../envs/core.yaml"
-    threads: 1
-    resources:
-        mem_mb=retry_scaled(4000),
-        runtime=retry_scaled(20),
-    params:
-        by=config["profiles"]["by"],
-        how=config["profiles"]["how"],
-    script:
-        "../workflow_scripts/scripts/aggregate_profiles.py"

@@ -4,6 +4,7 @@
 
 localrules:
     summarize_metrics,
+    screen_summary,
     segmentation_overlay,
     segmentation_qc,
 

@@ -251,6 +251,7 @@ EXAMPLE_FILES = {
     "all_families.yaml": [],
     "full_gpu.yaml": [],
     "guided.yaml": ["feedback.csv"],
+    "screen.yaml": [],
 }
 
 
@@ -271,8 +272,14 @@ def test_example_configs_validate_and_plan(tmp_path, example):
     proc = snakemake(tmp_path, "--configfile", str(REPO / "config.yaml"), str(REPO / "config" / "examples" / example), "-n")
     jobs = planned_jobs(proc)
     wanted = config.get("run_datasets")
-    if wanted:
+    synthetic = [name for name in wanted or [] if config["datasets"][name]["source"] == "synthetic"]
+    if wanted and synthetic:  # its own synthetic datasets only: one synthesis job per shard
+        assert jobs.get("synthesize_fields", 0) > 0 and "index_dataset" not in jobs
+    elif wanted:
         assert "synthesize_fields" not in jobs
         assert jobs.get("index_dataset") == len(wanted)
     else:
         assert jobs.get("synthesize_fields", 0) > 0
+    screens = [n for n in wanted or [] if config["datasets"][n].get("layout") or config["datasets"][n].get("plates")]
+    if screens:  # a plate layout plans the profiles stage and the screening metrics
+        assert jobs.get("screen_summary") == len(screens) and jobs.get("screen_baselines") == len(screens)

@@ -20,15 +20,21 @@ from scipy.stats import spearmanr
 from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
 
+from workflow_scripts.sources.registry import source_spec
 from workflow_scripts.sources.synthetic import (
     CHANNELS,
     CLASSES,
+    CONTROL,
     DIFFICULTIES,
     FIELD_COLUMNS,
     HARD_CLASSES,
+    LAYOUT_COLUMNS,
     STANDARD_CLASSES,
     generate_field,
     generate_shard,
+    plate_format,
+    plate_layout,
+    well_name,
 )
 
 SEED = 20240611
@@ -681,3 +687,161 @@ def test_otsu_finds_nuclei_in_hard_fields():
         truth = labels > 0
         dice = 2 * (fg & truth).sum() / (fg.sum() + truth.sum())
         assert dice > (0.6 if row["Metadata_field_out_of_focus"] else 0.8), row.to_dict()
+
+
+# --- Plate layout (plates > 0) -----------------------------------------------------------
+
+# Digests of small shards made before the plate layout existed: without ``plates`` every
+# image, label, field and object must stay bit for bit what it was.
+PRE_LAYOUT_DIGESTS = {
+    "standard": "e54b8ad4395c3ee871bc4d04cac6b3e8b538c05b30b4f137d2c6cfe6edeb7ee3",
+    "hard": "f5a7caad8991d423b335747951f4839e72ab1dedab37017aca9e4479565cb911",
+}
+PRE_LAYOUT_SHARDS = {
+    "standard": {"size": 96, "cells_per_field": 6},
+    "hard": {"size": 128, "cells_per_field": 10, "difficulty": "hard"},
+}
+
+
+def _shard_digest(shard) -> str:
+    digest = hashlib.sha256()
+    digest.update(shard["images"].tobytes())
+    digest.update(shard["truth_labels"].tobytes())
+    fields, objects = shard["fields"], shard["objects"]
+    digest.update(fields.select_dtypes("number").to_numpy(dtype=float).tobytes())
+    digest.update("|".join(fields["Metadata_class"]).encode())
+    digest.update(objects.select_dtypes("number").to_numpy(dtype=float).tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("preset", sorted(PRE_LAYOUT_SHARDS))
+def test_without_plates_every_field_is_what_it_was(preset):
+    options = PRE_LAYOUT_SHARDS[preset]
+    shard = generate_shard(3, [0, 1, 5, 13], **options)
+    assert _shard_digest(shard) == PRE_LAYOUT_DIGESTS[preset]
+    assert list(shard["fields"].columns) == list(FIELD_COLUMNS)
+    # The layout's own options do nothing while plates is 0.
+    ignored = {"plate_effect_sd": 2.0, "well_effect": 1.0, "controls_per_plate": 7, "n_fields": 5}
+    assert _shard_digest(generate_shard(3, [0, 1, 5, 13], plates=0, **ignored, **options)) == PRE_LAYOUT_DIGESTS[preset]
+
+
+def test_plate_layout_design():
+    plates, n_fields, controls = 4, 96, 4
+    layout = plate_layout(7, n_fields, plates, controls)
+    assert list(layout.columns[1:5]) == list(LAYOUT_COLUMNS)
+    assert layout["Metadata_field_index"].tolist() == list(range(n_fields))
+    assert layout["Metadata_plate"].tolist() == [f"p0{1 + i // 24}" for i in range(n_fields)]
+    assert plate_format(24) == (4, 6)
+    wells = [f"{r}{c:02d}" for r in "ABCD" for c in range(1, 7)]
+    assert layout["Metadata_well"].tolist() == wells * plates  # field i is well i % 24 of plate i // 24
+
+    control_sets = []
+    for _, plate in layout.groupby("Metadata_plate"):
+        is_control = plate["Metadata_perturbation"] == CONTROL
+        assert is_control.sum() == controls
+        control_sets.append(frozenset(plate.loc[is_control, "Metadata_well"]))
+        # Every perturbation exactly once per plate: replicates lie on different plates.
+        treated = plate.loc[~is_control, "Metadata_perturbation"]
+        assert sorted(treated) == [f"pert{k:02d}" for k in range(1, 21)]
+    assert len(set(control_sets)) == plates  # control positions differ between plates
+
+    # Phenotypes cycle over the standard classes; controls show the first (no phenotype).
+    first = layout.drop_duplicates("Metadata_perturbation").set_index("Metadata_perturbation")
+    assert first.loc[CONTROL, "Metadata_class"] == STANDARD_CLASSES[0]
+    assert first.loc[CONTROL, "Metadata_moa"] == CONTROL
+    for k in range(1, 21):
+        name = f"pert{k:02d}"
+        assert first.loc[name, "Metadata_class"] == first.loc[name, "Metadata_moa"] == STANDARD_CLASSES[(k - 1) % 6]
+    inactive = layout.loc[layout["Metadata_perturbation"] != CONTROL].query("Metadata_class == 'nuclear'")
+    assert inactive["Metadata_perturbation"].nunique() == 4  # pert01, 07, 13, 19 look like controls
+    # Every perturbation at more than one position across plates (shuffled layouts).
+    positions = layout.groupby("Metadata_perturbation")["Metadata_well"].nunique()
+    assert (positions.drop(CONTROL) > 1).all()
+    # Edge weights: the outer ring 1, the next 0.5 (a 4 x 6 plate has no third ring).
+    edge = layout[layout["Metadata_plate"] == "p02"].set_index("Metadata_well").loc[["A01", "B02", "C05", "D06"], "Metadata_edge"]
+    assert edge.tolist() == [1.0, 0.5, 0.5, 1.0]
+
+
+def test_plate_layout_is_a_function_of_its_arguments():
+    a = plate_layout(3, 48, 2, 3, difficulty="hard")
+    pd.testing.assert_frame_equal(a, plate_layout(3, 48, 2, 3, difficulty="hard"))
+    assert set(a["Metadata_class"]) <= set(HARD_CLASSES)
+    other = plate_layout(4, 48, 2, 3, difficulty="hard")
+    assert not a["Metadata_perturbation"].equals(other["Metadata_perturbation"])
+
+
+def test_well_names_follow_the_plate_grid():
+    assert plate_format(96) == (8, 12) and plate_format(384) == (16, 24) and plate_format(1536) == (32, 48)
+    assert [well_name(p, 12) for p in (0, 11, 12, 95)] == ["A01", "A12", "B01", "H12"]
+    assert well_name(32 * 48 - 1, 48) == "AF48"
+    layout = plate_layout(0, 2 * 384, 2, 16)
+    assert layout["Metadata_well"].iloc[383] == "P24"
+
+
+def test_fields_with_plates_carry_the_layout_and_its_effects():
+    options = {"size": 96, "cells_per_field": 5, "plates": 3, "n_fields": 36, "plate_effect_sd": 0.5, "well_effect": 0.4}
+    shard = generate_shard(SEED, list(range(36)), **options)
+    fields = shard["fields"]
+    assert list(fields.columns) == [*FIELD_COLUMNS, *LAYOUT_COLUMNS]
+    layout = plate_layout(SEED, 36, 3, 4)
+    for column in (*LAYOUT_COLUMNS, "Metadata_class"):
+        assert fields[column].tolist() == layout[column].tolist(), column
+    assert (shard["objects"]["Metadata_class"].to_numpy() == fields.set_index("Metadata_image").loc[
+        shard["objects"]["Metadata_image"], "Metadata_class"].to_numpy()).all()  # fmt: skip
+    # A field is the same whichever shard it is generated in.
+    again = generate_shard(SEED, [17, 5], **options)
+    assert np.array_equal(again["images"][1], shard["images"][5])
+    # Standard difficulty has no per-field channel gain: channel gain / shared gain is the
+    # plate's gain (one per plate and channel) times the well's edge gain.
+    gain = fields[[f"Metadata_field_gain_{c}" for c in CHANNELS]].to_numpy() / fields[["Metadata_field_gain"]].to_numpy()
+    plate_gain = gain / np.exp(0.4 * layout[["Metadata_edge"]].to_numpy())
+    for _, rows in fields.groupby("Metadata_plate").indices.items():
+        np.testing.assert_allclose(plate_gain[rows], plate_gain[rows[:1]].repeat(len(rows), 0), rtol=1e-9)
+    per_plate = plate_gain[[0, 12, 24]]
+    assert np.abs(np.log(per_plate)).max() > 0.1 and len({tuple(np.round(r, 6)) for r in per_plate}) == 3
+    assert (fields["Metadata_field_defocus"] > 0).all()  # every plate blurs a little
+
+
+def test_plates_change_only_the_class_when_their_effects_are_off():
+    # With zero plate and well effects a well is the field of the same index without plates,
+    # except for the class its perturbation shows (the protein channel).
+    options = {"size": 96, "cells_per_field": 6}
+    layout = {"plates": 2, "n_fields": 12, "controls_per_plate": 2, "plate_effect_sd": 0.0, "well_effect": 0.0}
+    for index in range(12):
+        plain, plain_labels, plain_meta, _ = generate_field(SEED, index, **options)
+        well, well_labels, well_meta, _ = generate_field(SEED, index, **options, **layout)
+        assert np.array_equal(plain[:2], well[:2]) and np.array_equal(plain_labels, well_labels)
+        if well_meta["Metadata_class"] == plain_meta["Metadata_class"]:
+            assert np.array_equal(plain, well)
+        assert well_meta["Metadata_image"] == plain_meta["Metadata_image"] == well_meta["Metadata_group"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"plates": 3, "n_fields": 40}, r"n_fields=40, plates=3: expected n_fields divisible by plates"),
+        ({"plates": 1, "n_fields": 40}, r"plates=1: expected 0 .* or at least 2"),
+        ({"plates": 2}, r"plates=2: n_fields is required"),
+        ({"plates": 2, "n_fields": 8, "controls_per_plate": 4}, r"controls_per_plate=4: expected fewer than the 4 wells"),
+        ({"plates": -1}, r"plates"),
+        ({"plates": 2, "n_fields": 8, "plate_effect_sd": -0.1}, r"plate_effect_sd"),
+        ({"plates": 2, "n_fields": 8, "well_effect": float("nan")}, r"well_effect"),
+        ({"plates": 2, "n_fields": 2 * 1537}, r"1537 wells per plate; expected at most 1536"),
+        ({"plates": 2, "n_fields": 4, "controls_per_plate": 1}, r"index=5: expected < n_fields=4"),
+    ],
+)
+def test_bad_plate_options_name_the_option(options, message):
+    with pytest.raises(ValueError, match=message):
+        generate_field(0, 5, size=64, cells_per_field=2, **options)
+
+
+def test_the_synthesis_job_gets_the_layout_options_only_with_plates():
+    entry = {"source": "synthetic", "n_fields": 8, "field_size": 64, "cells_per_field": 3, "batch_sd": 0.3}
+    entry |= {"difficulty": "standard", "plates": 0, "controls_per_plate": 4, "plate_effect_sd": 0.3, "well_effect": 0.2}
+    plain = source_spec("synthetic").options(entry)
+    # Without plates the job's options (Snakemake params) are what they were: no re-run.
+    assert not {"plates", "n_fields", "controls_per_plate", "plate_effect_sd", "well_effect"} & set(plain)
+    screen = source_spec("synthetic").options(entry | {"plates": 2, "controls_per_plate": 1, "well_effect": 0.5})
+    assert screen == plain | {"plates": 2, "n_fields": 8, "controls_per_plate": 1, "plate_effect_sd": 0.3, "well_effect": 0.5}
+    fields = generate_shard(0, [6, 7], **screen)["fields"]
+    assert fields["Metadata_plate"].tolist() == ["p02", "p02"] and fields["Metadata_well"].tolist() == ["A03", "B01"]

@@ -20,6 +20,7 @@ from snakemake.utils import validate
 from workflow_scripts import datasets as ds_lib
 from workflow_scripts.config_check import config_errors
 from workflow_scripts.models.spec import feature_layers, layer_names, resolve_model
+from workflow_scripts.screen.layout import normalize_layout, synthetic_layout
 from workflow_scripts.sources.registry import source_spec
 
 __all__ = ["ConfigError", "ResolvedConfig", "canonical", "resolve_config"]
@@ -117,6 +118,8 @@ def resolve_config(config: dict, schema_path: str | Path = SCHEMA) -> ResolvedCo
     if problems:
         raise ConfigError(problems)
     for entry in cfg["datasets"].values():
+        if entry["source"] == "synthetic" and entry.get("plates") and not entry.get("layout"):
+            entry["layout"] = synthetic_layout()  # a synthetic screen knows its own layout
         # Channel mappings become ordered lists ({key, name, role}) before keys are sorted:
         # the order the user wrote them is the channel order of the arrays.
         channels = ds_lib.normalize_channels(entry)
@@ -222,7 +225,7 @@ def _check_dataset(name: str, entry: dict) -> list[str]:
     """Channels, patterns and files of one dataset entry."""
     spec = source_spec(entry["source"])
     if spec.fixed_channels is not None:
-        return []
+        return _check_plates(name, entry)
     try:
         channels = ds_lib.normalize_channels(entry)
     except (TypeError, ValueError) as exc:
@@ -233,6 +236,11 @@ def _check_dataset(name: str, entry: dict) -> list[str]:
         problems.append(
             f"datasets.{name}.channels: no channel has role: nucleus (needed to segment nuclei); roles given: {roles}"
         )
+    if entry.get("layout"):
+        try:
+            normalize_layout(entry["layout"], dataset=name)
+        except ValueError as exc:
+            problems.append(str(exc))
     if entry.get("pattern") and entry.get("fields_table"):
         problems.append(f"datasets.{name}: give 'pattern' or 'fields_table', not both")
     if entry.get("pattern"):
@@ -244,6 +252,22 @@ def _check_dataset(name: str, entry: dict) -> list[str]:
         if entry.get(key) and not Path(entry[key]).exists():
             problems.append(f"datasets.{name}.{key}: {entry[key]!r} does not exist")
     return problems
+
+
+def _check_plates(name: str, entry: dict) -> list[str]:
+    """Check that a synthetic screen's plates divide its fields and leave wells for perturbations."""
+    plates = entry.get("plates") or 0
+    if not plates:
+        return []
+    if entry["n_fields"] % plates:
+        return [f"datasets.{name}.n_fields ({entry['n_fields']}) must be a multiple of datasets.{name}.plates ({plates})"]
+    wells, controls = entry["n_fields"] // plates, entry.get("controls_per_plate", 4)
+    if controls >= wells:
+        return [
+            f"datasets.{name}.controls_per_plate ({controls}) must be smaller than the wells per plate "
+            f"(n_fields / plates = {wells})"
+        ]
+    return []
 
 
 def _check_tile_models(models: dict, datasets: dict) -> list[str]:

@@ -107,6 +107,26 @@ class Targets:
         """Return the per-group profiles of every feature table of a dataset."""
         return [f"results/{dataset}/profiles/{name}/{layer}.parquet" for name, layer in self.all_layers()]
 
+    def screen_files(self, dataset: str, suffix: str) -> list[str]:
+        """Return a screen output of every feature table; none for a dataset without a layout.
+
+        Parameters
+        ----------
+        dataset : str
+            A dataset name (not the wildcard: whether it is a screen depends on it).
+        suffix : str
+            ``.json`` (the metrics after each step), ``.wells.parquet`` or
+            ``.consensus.parquet``.
+
+        Returns
+        -------
+        list of str
+            One path per feature table, the baselines first.
+        """
+        if not self.datasets[dataset].get("layout"):
+            return []
+        return [f"results/{dataset}/screen/{name}/{layer}{suffix}" for name, layer in self.all_layers()]
+
     def h5ad_tables(self, dataset: str) -> list[str]:
         """Return the AnnData exports (per cell and per group); none when ``profiles.h5ad`` is off."""
         if not self.config["profiles"]["h5ad"]:
@@ -190,7 +210,10 @@ class Targets:
             *self.h5ad_tables(dataset),
             *self.explorer_pages(dataset),
             f"results/{dataset}/qc/drops.csv",
+            *self.screen_files(dataset, ".consensus.parquet"),
         ]
+        if self.datasets[dataset].get("layout"):
+            outputs += [f"results/{dataset}/metrics/screen.csv", f"results/{dataset}/metrics/screen.png"]
         if source_spec(self.datasets[dataset]["source"]).whole_fields:
             outputs += [f"results/{dataset}/qc/segmentation_overlay.png", f"results/{dataset}/qc/segmentation_qc.png"]
         return outputs

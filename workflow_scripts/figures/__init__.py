@@ -22,6 +22,7 @@ from workflow_scripts.figures.channels import (
 )
 from workflow_scripts.figures.embedding import plot_embedding
 from workflow_scripts.figures.metrics import plot_confusion_matrices, plot_metric_bars, plot_metric_grid
+from workflow_scripts.figures.screen import plot_screen_steps
 from workflow_scripts.figures.segmentation import (
     plot_segmentation_overlay,
     plot_segmentation_overlays,
@@ -43,6 +44,7 @@ __all__ = [
     "plot_metric_bars",
     "plot_metric_grid",
     "plot_reconstruction_grid",
+    "plot_screen_steps",
     "plot_segmentation_overlay",
     "plot_segmentation_overlays",
     "plot_segmentation_qc",

@@ -16,6 +16,7 @@ from html import escape
 import pandas as pd
 
 from workflow_scripts.metrics.summary import RANKING_TITLES, best_layer, best_per_metric, ranking_metric, summary_table
+from workflow_scripts.screen.run import SCORES, summary_rows
 
 __all__ = [
     "GUIDED_COLUMNS",
@@ -89,7 +90,15 @@ def read_results(paths: Iterable) -> list[dict]:
     return results
 
 
-def build_report(results: Sequence[dict], dataset: str, *, families: dict, normalize: dict, guided: dict) -> Report:
+def build_report(
+    results: Sequence[dict],
+    dataset: str,
+    *,
+    families: dict,
+    normalize: dict,
+    guided: dict,
+    screen: Sequence[dict] = (),
+) -> Report:
     """Summarise the metrics of every layer and baseline of a dataset.
 
     Parameters
@@ -104,6 +113,10 @@ def build_report(results: Sequence[dict], dataset: str, *, families: dict, norma
         Model name to intensity normalisation.
     guided : dict
         Guided model name to its unguided twin (empty for no guided table).
+    screen : sequence of dict, optional
+        The tables' screen records (:func:`workflow_scripts.screen.run.screen_table`), for a
+        dataset with a plate layout: their scores after the last profiling step become
+        columns of the table, and the page shows every step.
 
     Returns
     -------
@@ -118,7 +131,11 @@ def build_report(results: Sequence[dict], dataset: str, *, families: dict, norma
     by_layer = {(result["model"], result["layer"]): result for result in results}
     summary = summary_table(results, families, normalize)
     metric = ranking_metric(summary)
-    page = comparison_html(summary, dataset, by_layer, extra=guided_html(summary, guided))
+    steps = summary_rows(screen, families) if screen else None
+    if steps is not None:
+        summary = with_screen_scores(summary, steps)
+    extra = guided_html(summary, guided) + (screen_html(steps) if steps is not None else "")
+    page = comparison_html(summary, dataset, by_layer, extra=extra)
     return Report(
         summary=summary,
         metric=metric,
@@ -126,6 +143,71 @@ def build_report(results: Sequence[dict], dataset: str, *, families: dict, norma
         html=page,
         confusion=confusion_panels(summary, by_layer, metric),
     )
+
+
+def with_screen_scores(summary: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """Add each table's screening scores after the last profiling step as columns.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        The summary table.
+    steps : pandas.DataFrame
+        The long screen table (:func:`workflow_scripts.screen.run.summary_rows`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``summary`` with one column per score (``plate_map_chance`` beside ``plate_map``).
+    """
+    final = steps[steps["final"]].pivot_table(index=["model", "layer"], columns="metric", values="value", sort=False)
+    final = final.rename(columns={"plate_chance": "plate_map_chance"})
+    order = [s if s != "plate_chance" else "plate_map_chance" for s in SCORES]
+    final = final[[c for c in order if c in final.columns]].reset_index()
+    return summary.merge(final, on=["model", "layer"], how="left")
+
+
+def screen_html(steps: pd.DataFrame) -> str:
+    """Render every table's screening scores after each profiling step as an HTML table.
+
+    Parameters
+    ----------
+    steps : pandas.DataFrame
+        The long screen table (:func:`workflow_scripts.screen.run.summary_rows`).
+
+    Returns
+    -------
+    str
+        A heading, a note on the protocol and the table (rows: tables; columns: score at
+        each step).
+    """
+    wide = steps.pivot_table(index=["model", "layer"], columns=["metric", "step"], values="value", sort=False)
+    head = "".join(f"<th>{escape(str(m))}<br>{escape(str(s))}</th>" for m, s in wide.columns)
+    body = "".join(
+        f"<tr><td>{escape(str(model))}</td><td>{escape(str(layer))}</td>"
+        + "".join("<td></td>" if pd.isna(v) else f"<td>{v:.3f}</td>" for v in row)
+        + "</tr>"
+        for (model, layer), row in zip(wide.index, wide.to_numpy())
+    )
+    return (
+        "<h3>Screen: each score after each profiling step</h3>"
+        f"<p>{escape(SCREEN_PROTOCOL)}</p>"
+        f"<table><tr><th>model</th><th>layer</th>{head}</tr>{body}</table>"
+    )
+
+
+#: How the screen scores are computed, stated on the page.
+SCREEN_PROTOCOL = (
+    "Well profiles (the median of each well's cells), then each step in turn: per-plate "
+    "normalisation against the negative-control wells, feature selection, and sphering or "
+    "Harmony where configured. activity_map: mean average precision of each perturbation's "
+    "replicate wells ranked against the control wells (cosine similarity); activity_fraction: "
+    "the share of perturbations whose mAP beats its permutation null at the configured FDR "
+    "(Benjamini-Hochberg); consistency_map: mAP of consensus profiles sharing an annotation "
+    "against the others; plate_map: mAP of retrieving wells of the same plate (a plate "
+    "effect keeps it above plate_chance, the mAP of random profiles); nsc / nscb: "
+    "not-same-compound (-or-batch) 1-nearest-neighbour accuracy of treatment profiles."
+)
 
 
 def comparison_html(summary: pd.DataFrame, dataset: str, results: dict, extra: str = "") -> str:

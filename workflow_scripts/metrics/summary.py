@@ -45,7 +45,7 @@ SUMMARY_COLUMNS = [
 ]
 
 #: Higher is better for every metric column except these (lower is better).
-LOWER_IS_BETTER = {"backbone_tortuosity"}
+LOWER_IS_BETTER = {"backbone_tortuosity", "plate_map"}
 
 
 def _get(result: dict, *path, default=math.nan):
@@ -152,7 +152,8 @@ def metric_columns(summary) -> list[str]:
     Returns
     -------
     list of str
-        Its columns less the identifiers, the counts and the ``*_sd`` columns.
+        Its columns less the identifiers, the counts, the ``*_sd`` columns and the
+        ``*_chance`` levels.
 
     Examples
     --------
@@ -163,7 +164,8 @@ def metric_columns(summary) -> list[str]:
     return [
         c
         for c in summary.columns
-        if c not in ("model", "layer", "kind", "normalize", "n_cells", "n_features") and not c.endswith("_sd")
+        if c not in ("model", "layer", "kind", "normalize", "n_cells", "n_features")
+        and not c.endswith(("_sd", "_chance"))
     ]
 
 

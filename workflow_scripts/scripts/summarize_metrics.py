@@ -19,17 +19,19 @@ def main(smk):
     Parameters
     ----------
     smk : snakemake.script.Snakemake
-        The rule's ``input`` (the layers' metrics JSON), ``output`` (``table``, ``plot``,
+        The rule's ``input.metrics`` (the layers' metrics JSON) and ``input.screen`` (their
+        screen records, for a dataset with a layout), ``output`` (``table``, ``plot``,
         ``grid``, ``html``, ``confusion``), ``params`` (``families``, ``normalize``,
         ``guided``) and ``wildcards`` (``dataset``).
     """
     dataset = smk.wildcards.dataset
     report = build_report(
-        read_results(smk.input),
+        read_results(smk.input.metrics),
         dataset,
         families=dict(smk.params.families),
         normalize=dict(smk.params.normalize),
         guided=dict(smk.params.guided),
+        screen=read_results(smk.input.screen),
     )
     summary = report.summary
     write_csv(smk.output.table, summary)

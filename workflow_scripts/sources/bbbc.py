@@ -28,6 +28,14 @@ finds each channel file, joins the mechanism-of-action table and writes the fiel
     from the file name as for ``image``.
 ``Metadata_table_number``, ``Metadata_image_number``
     ``TableNumber`` and ``ImageNumber`` when present, to join back to the source tables.
+``Metadata_treatment``
+    ``<compound>@<concentration>`` (``taxol@0.3``, ``DMSO@0``): BBBC021's unit of
+    treatment, the perturbation of a screen layout; the compound alone where the
+    concentration is missing.
+``Metadata_batch``
+    The ``Week<N>`` prefix of the plate (BBBC021's plates ``Week1_22123``, ...: the weeks
+    are its imaging batches, those of the not-same-compound-or-batch evaluation), else the
+    plate itself.
 ``Metadata_class``
     ``class_column`` of the above (without the ``Metadata_`` prefix); by default ``moa``
     when a MoA table is given, else ``compound``. Rows without a class keep NaN.
@@ -64,6 +72,7 @@ FIELDS_NAME = "fields.csv"
 _KEY = re.compile(r"^[A-Za-z0-9_]+$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _SITE = re.compile(r"_s(\d+)(?:_|\b)")
+_WEEK = re.compile(r"^(Week\d+)(?:[_-]|$)")
 
 # Metadata name -> candidate columns of the image table, first present wins. BBBC021 first,
 # then the plain CellProfiler and hand-made spellings.
@@ -212,6 +221,7 @@ def build_field_table(
         images, raw_dir, raw_dir / image_root, channels, image_column_prefix, path_column_prefix, source
     )
     table = _metadata_table(images, resolved)
+    _add_treatment_and_batch(table)
     n_no_moa = _join_moa(table, moa)
     _add_class_and_group(table, class_column, group_columns, has_moa=moa is not None)
     site = _site(images, resolved, table, f"{image_column_prefix}{next(iter(channels.values()))}")
@@ -350,6 +360,16 @@ def _metadata_table(images: pd.DataFrame, resolved: dict[str, str]) -> pd.DataFr
     table["Metadata_concentration"] = _concentration_key(table["Metadata_concentration"])
     table["Metadata_compound"] = table["Metadata_compound"].map(lambda v: v.strip() if isinstance(v, str) else v)
     return table
+
+
+def _add_treatment_and_batch(table: pd.DataFrame) -> None:
+    """Add ``Metadata_treatment`` and ``Metadata_batch`` (see the module docstring), in place."""
+    compound, concentration = table["Metadata_compound"], table["Metadata_concentration"]
+    dose = pd.Series([f"@{v:.10g}" if pd.notna(v) else "" for v in concentration], index=table.index, dtype=object)
+    table["Metadata_treatment"] = (compound.astype(str) + dose).where(compound.notna())
+    plate = table["Metadata_plate"].astype(str)
+    week = plate.str.extract(_WEEK, expand=False)
+    table["Metadata_batch"] = week.fillna(plate).where(table["Metadata_plate"].notna())
 
 
 def _join_moa(table: pd.DataFrame, moa: pd.DataFrame | None) -> int:

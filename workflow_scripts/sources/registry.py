@@ -284,13 +284,21 @@ class SourceSpec:
 
 
 def _synthetic_options(entry: dict) -> dict:
-    return {
+    options = {
         "size": entry["field_size"],
         "cells_per_field": entry["cells_per_field"],
         "batch_sd": entry["batch_sd"],
         "difficulty": entry["difficulty"],
         **{key: entry.get(key) for key in SYNTHETIC_KNOBS},
     }
+    # The plate layout's options only where it is on: a dataset without plates keeps the
+    # options (the rule's params) it had, so Snakemake does not re-run its jobs.
+    if entry.get("plates"):
+        options["plates"] = entry["plates"]
+        options["n_fields"] = entry["n_fields"]
+        layout_knobs = ("controls_per_plate", "plate_effect_sd", "well_effect")  # left out: the generator's
+        options.update({key: entry[key] for key in layout_knobs if entry.get(key) is not None})
+    return options
 
 
 def _hpa_options(entry: dict) -> dict:

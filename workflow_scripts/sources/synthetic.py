@@ -24,12 +24,26 @@ pattern (:data:`HARD_CLASSES`), protein abundance that varies ~10x from cell to 
 some cells barely expressing, independent per-channel exposure / gain and an additive
 background per field, slight defocus everywhere and a few out-of-focus fields. Every
 setting of a preset is also a keyword of its own (``None`` = the preset's value).
+
+``plates`` > 0 lays the fields out as the wells of a screen (:func:`plate_layout`): the
+``n_fields`` fields fill ``plates`` plates of ``n_fields / plates`` wells, each plate with
+``controls_per_plate`` negative-control wells (perturbation :data:`CONTROL`, the first class:
+no phenotype) at positions that differ from plate to plate, and every other well holding one
+perturbation, each perturbation once per plate (its replicates lie on different plates) at a
+shuffled position. A perturbation's phenotype is a class (cycled over the perturbations, so
+some share the controls' class: inactive ones), its annotation (``Metadata_moa``) the class
+name. Each plate multiplies every channel by a gain of its own, adds a background of its own
+and blurs a little (``plate_effect_sd``), and wells near the plate's edge are brighter
+(``well_effect``): technical effects that per-plate normalisation against the controls can
+remove. Without ``plates`` every field is bit-identical to before: the layout and its effects
+draw from streams of their own.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -40,11 +54,17 @@ from workflow_scripts.validation import check_fraction, check_int, check_real
 __all__ = [
     "CHANNELS",
     "CLASSES",
+    "CONTROL",
     "DIFFICULTIES",
     "HARD_CLASSES",
+    "LAYOUT_COLUMNS",
+    "PLATE_FORMATS",
     "STANDARD_CLASSES",
     "generate_field",
     "generate_shard",
+    "plate_format",
+    "plate_layout",
+    "well_name",
 ]
 
 CHANNELS: tuple[str, ...] = ("nucleus", "structure", "protein")
@@ -137,6 +157,17 @@ FIELD_COLUMNS: tuple[str, ...] = (
     "Metadata_field_defocus",
     "Metadata_field_out_of_focus",
 )
+#: Columns the plate layout adds to the field table (``plates`` > 0), after FIELD_COLUMNS.
+LAYOUT_COLUMNS: tuple[str, ...] = (
+    "Metadata_plate",
+    "Metadata_well",
+    "Metadata_perturbation",
+    "Metadata_moa",
+)
+#: Perturbation (and annotation) of the negative-control wells of the plate layout.
+CONTROL = "control"
+#: Standard microplate formats, (rows, columns), smallest first: 6 to 1536 wells.
+PLATE_FORMATS: tuple[tuple[int, int], ...] = ((2, 3), (3, 4), (4, 6), (6, 8), (8, 12), (16, 24), (32, 48))
 OBJECT_COLUMNS: tuple[str, ...] = (
     "Metadata_image",
     "truth_label",
@@ -197,6 +228,17 @@ _BACKGROUND_REFERENCE = (_NUCLEUS_PHOTONS, _STRUCTURE_PHOTONS, 300.0)
 _OUT_OF_FOCUS_SIGMA = (2.0, 3.0)  # extra blur SD (px) of an out-of-focus field
 _OUT_OF_FOCUS_HAZE = 0.25  # out-of-focus light of such a field (in focus: _HAZE)
 
+# --- Plate layout (plates > 0). Its random streams are SeedSequence(seed) children with
+# spawn keys of their own, far from the field streams' (0..6 under entropy [seed, index]),
+# so no draw of a field changes. ---
+_LAYOUT_KEY = 0x4C41594F  # ASCII "LAYO": the well positions of controls and perturbations
+_PLATE_KEY = 0x504C4154  # ASCII "PLAT": the technical effects of each plate
+# Largest additive background of a plate per unit of plate_effect_sd, as a fraction of each
+# channel's typical in-cell level (the unit of `background`): 0.3 gives up to 15 %.
+_PLATE_BACKGROUND = 0.5
+# Largest extra blur SD (px) of a plate per unit of plate_effect_sd: 0.3 gives up to 0.6 px.
+_PLATE_BLUR = 2.0
+
 
 # ---------------------------------------------------------------------------------------
 # Validation
@@ -239,6 +281,11 @@ def _check_options(
     background: float | None = None,
     defocus: float | None = None,
     out_of_focus_fraction: float | None = None,
+    plates: int = 0,
+    n_fields: int | None = None,
+    controls_per_plate: int = 4,
+    plate_effect_sd: float = 0.3,
+    well_effect: float = 0.2,
 ) -> dict:
     """Validate the keyword options of :func:`generate_field` and :func:`generate_shard`.
 
@@ -265,7 +312,44 @@ def _check_options(
         "difficulty": difficulty,
         **{k: check_real(k, pick(k, v), 0.0, strict=False) for k, v in nonneg.items()},
         **{k: check_fraction(k, pick(k, v)) for k, v in fractions.items()},
+        **_check_layout(plates, n_fields, controls_per_plate, plate_effect_sd, well_effect),
     }
+
+
+def _check_layout(plates, n_fields, controls_per_plate, plate_effect_sd, well_effect) -> dict:
+    """Validate the plate-layout options (see :func:`generate_field`); ``n_fields`` only with plates."""
+    plates = check_int("plates", plates, 0)
+    options = {
+        "plates": plates,
+        "n_fields": None,
+        "controls_per_plate": check_int("controls_per_plate", controls_per_plate, 1),
+        "plate_effect_sd": check_real("plate_effect_sd", plate_effect_sd, 0.0, strict=False),
+        "well_effect": check_real("well_effect", well_effect, 0.0, strict=False),
+    }
+    if plates == 0:
+        return options
+    if plates == 1:
+        raise ValueError(
+            "plates=1: expected 0 (no plate layout) or at least 2 (a perturbation's replicates lie on different plates)"
+        )
+    if n_fields is None:
+        raise ValueError(f"plates={plates}: n_fields is required with a plate layout (the wells of all plates)")
+    n_fields = check_int("n_fields", n_fields, 1)
+    if n_fields % plates:
+        raise ValueError(
+            f"n_fields={n_fields}, plates={plates}: expected n_fields divisible by plates "
+            f"(each plate holds n_fields / plates wells), e.g. n_fields={plates * max(n_fields // plates, 2)}"
+        )
+    wells = n_fields // plates
+    largest = PLATE_FORMATS[-1][0] * PLATE_FORMATS[-1][1]
+    if wells > largest:
+        raise ValueError(f"n_fields={n_fields}, plates={plates}: {wells} wells per plate; expected at most {largest}")
+    if options["controls_per_plate"] >= wells:
+        raise ValueError(
+            f"controls_per_plate={options['controls_per_plate']}: expected fewer than the {wells} wells per plate "
+            f"(n_fields={n_fields} / plates={plates}), so that perturbations fit"
+        )
+    return {**options, "n_fields": n_fields}
 
 
 # ---------------------------------------------------------------------------------------
@@ -830,6 +914,237 @@ def _objects_frame(image_id, name, t, cy, cx, areas) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------
+# Plate layout
+# ---------------------------------------------------------------------------------------
+
+
+def plate_format(wells: int) -> tuple[int, int]:
+    """Return the (rows, columns) of the smallest standard plate with at least ``wells`` wells.
+
+    Parameters
+    ----------
+    wells : int
+        Wells per plate, 1 to 1536.
+
+    Returns
+    -------
+    tuple of int
+        Rows and columns, from :data:`PLATE_FORMATS`.
+
+    Raises
+    ------
+    ValueError
+        If ``wells`` is out of range.
+
+    Examples
+    --------
+    >>> plate_format(24), plate_format(30), plate_format(96)
+    ((4, 6), (6, 8), (8, 12))
+    """
+    wells = check_int("wells", wells, 1)
+    for rows, columns in PLATE_FORMATS:
+        if rows * columns >= wells:
+            return rows, columns
+    raise ValueError(f"wells={wells}: expected at most {rows * columns} wells per plate")
+
+
+def well_name(position: int, columns: int) -> str:
+    """Return the name of the well at a row-major ``position`` of a plate with ``columns`` columns.
+
+    Rows are lettered A..Z, then AA..AF (1536-well plates); columns are numbered from 01.
+
+    Parameters
+    ----------
+    position : int
+        Row-major well position, >= 0.
+    columns : int
+        Columns of the plate.
+
+    Returns
+    -------
+    str
+        E.g. ``"B02"``.
+
+    Examples
+    --------
+    >>> well_name(0, 12), well_name(13, 12), well_name(95, 12), well_name(26 * 48, 48)
+    ('A01', 'B02', 'H12', 'AA01')
+    """
+    row, column = divmod(position, columns)
+    letters = chr(ord("A") + row) if row < 26 else "A" + chr(ord("A") + row - 26)
+    return f"{letters}{column + 1:02d}"
+
+
+@lru_cache(maxsize=16)
+def _well_contents(seed: int, n_fields: int, plates: int, controls: int) -> np.ndarray:
+    """Return what each well of each plate holds, (plates, wells) int: -1 a control, k perturbation k.
+
+    Each plate draws a permutation of its well positions from the layout stream: the first
+    ``controls`` positions take the controls, the rest the perturbations in order, so every
+    perturbation is on every plate. A plate whose control positions repeat an earlier plate's
+    draws again while other position sets remain.
+    """
+    wells = n_fields // plates
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_LAYOUT_KEY,)))
+    contents = np.empty((plates, wells), np.int64)
+    seen: set[tuple[int, ...]] = set()
+    for p in range(plates):
+        order = rng.permutation(wells)
+        while tuple(sorted(order[:controls])) in seen and len(seen) < math.comb(wells, controls):
+            order = rng.permutation(wells)
+        seen.add(tuple(sorted(order[:controls])))
+        contents[p, order[:controls]] = -1
+        contents[p, order[controls:]] = np.arange(wells - controls)
+    contents.setflags(write=False)
+    return contents
+
+
+def _names(prefix: str, n: int) -> list[str]:
+    """``prefix`` + 1-based numbers of ``n`` items, zero-padded to a common width (>= 2)."""
+    width = max(2, len(str(n)))
+    return [f"{prefix}{k + 1:0{width}d}" for k in range(n)]
+
+
+def plate_layout(
+    seed: int,
+    n_fields: int,
+    plates: int,
+    controls_per_plate: int = 4,
+    classes: Sequence[str] | None = None,
+    difficulty: str = "standard",
+) -> pd.DataFrame:
+    """Return the plate layout of a synthetic screen: which well each field is and what it holds.
+
+    Field ``i`` is well position ``i % W`` (row-major, see :func:`well_name`) of plate
+    ``i // W``, ``W = n_fields / plates``. Each plate has ``controls_per_plate`` control
+    wells (:data:`CONTROL`, the first class) at positions of its own; every other well holds
+    one of the ``W - controls_per_plate`` perturbations, each once per plate, at a shuffled
+    position. Perturbation ``k`` shows class ``classes[k % len(classes)]``. A function of
+    its arguments only.
+
+    Parameters
+    ----------
+    seed : int
+        Dataset seed, >= 0.
+    n_fields : int
+        Fields (wells) of all plates, a multiple of ``plates``.
+    plates : int
+        Number of plates, >= 2.
+    controls_per_plate : int, optional
+        Negative-control wells per plate, >= 1 and fewer than the wells per plate.
+    classes : sequence of str, optional
+        Phenotype classes, as for :func:`generate_field` (default: the difficulty's).
+    difficulty : {"standard", "hard"}, optional
+        The preset giving the default ``classes``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per field, in field order: ``Metadata_field_index`` (int), and the
+        :data:`LAYOUT_COLUMNS` ``Metadata_plate`` (``p01``, ...), ``Metadata_well``
+        (``A01``, ...), ``Metadata_perturbation`` (:data:`CONTROL` or ``pert01``, ...),
+        ``Metadata_moa`` (the annotation: the class name, :data:`CONTROL` for controls),
+        then ``Metadata_class`` (the phenotype shown) and ``Metadata_edge`` (1 for the
+        outer ring of wells, halving per ring inwards: the weight of ``well_effect``).
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range or the fields do not divide into the plates.
+
+    Examples
+    --------
+    >>> layout = plate_layout(0, n_fields=48, plates=2, controls_per_plate=4)
+    >>> layout.groupby("Metadata_plate")["Metadata_perturbation"].apply(lambda p: (p == "control").sum()).tolist()
+    [4, 4]
+    >>> int((layout["Metadata_perturbation"] == "pert01").sum())
+    2
+    >>> layout.loc[0, ["Metadata_plate", "Metadata_well"]].tolist()
+    ['p01', 'A01']
+    """
+    seed = check_int("seed", seed, 0)
+    opts = _check_options(
+        classes=classes, difficulty=difficulty, plates=plates, n_fields=n_fields, controls_per_plate=controls_per_plate
+    )
+    plates, n_fields, classes = opts["plates"], opts["n_fields"], opts["classes"]
+    if plates == 0:
+        raise ValueError("plates=0: expected at least 2 plates for a plate layout")
+    contents = _well_contents(seed, n_fields, plates, opts["controls_per_plate"])
+    wells = contents.shape[1]
+    rows, columns = plate_format(wells)
+    position = np.arange(wells)
+    row, column = np.divmod(position, columns)
+    depth = np.minimum.reduce([row, column, rows - 1 - row, columns - 1 - column])
+    perturbations = np.asarray(_names("pert", wells - opts["controls_per_plate"]), dtype=object)
+    code = contents.ravel()
+    moa = np.where(code < 0, CONTROL, np.asarray(classes, dtype=object)[np.maximum(code, 0) % len(classes)])
+    return pd.DataFrame(
+        {
+            "Metadata_field_index": np.arange(n_fields, dtype=np.int64),
+            "Metadata_plate": np.repeat(_names("p", plates), wells),
+            "Metadata_well": np.tile([well_name(k, columns) for k in position], plates),
+            "Metadata_perturbation": np.where(code < 0, CONTROL, perturbations[np.maximum(code, 0)]),
+            "Metadata_moa": moa,
+            "Metadata_class": np.where(code < 0, classes[0], moa),
+            "Metadata_edge": np.tile(0.5**depth, plates),
+        }
+    )
+
+
+def _field_layout(seed: int, index: int, opts: dict) -> dict | None:
+    """Return the layout row of field ``index`` as a dict (see :func:`plate_layout`); None without plates."""
+    if opts["plates"] == 0:
+        return None
+    if index >= opts["n_fields"]:
+        raise ValueError(f"index={index}: expected < n_fields={opts['n_fields']} with a plate layout")
+    layout = _cached_layout(seed, opts["n_fields"], opts["plates"], opts["controls_per_plate"], opts["classes"])
+    return layout[index]
+
+
+@lru_cache(maxsize=16)
+def _cached_layout(seed: int, n_fields: int, plates: int, controls: int, classes: tuple[str, ...]) -> tuple[dict, ...]:
+    """:func:`plate_layout` as one dict per field, computed once per design."""
+    table = plate_layout(seed, n_fields, plates, controls, classes)
+    return tuple(table.to_dict("records"))
+
+
+def _plate_effects(seed: int, plate: int, edge: float, opts: dict) -> dict:
+    """Return the technical effects of a field's plate and well position.
+
+    Per plate (its own stream, so the same for all its wells): a log gain per channel
+    ``plate_effect_sd * z`` (``z ~ N(0, 1)``), an additive background per channel up to
+    ``_PLATE_BACKGROUND * plate_effect_sd`` of the channel's typical level, and an extra blur
+    up to ``_PLATE_BLUR * plate_effect_sd`` px. Per well position: a log gain
+    ``well_effect * edge`` shared by the channels (edge wells brighter; ``edge`` is the
+    well's weight, see :func:`plate_layout`).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLATE_KEY, plate)))
+    z = rng.standard_normal(len(CHANNELS))
+    background_u = rng.uniform(size=len(CHANNELS))
+    blur_u = float(rng.uniform())
+    sd = opts["plate_effect_sd"]
+    return {
+        "gain": np.exp(sd * z + opts["well_effect"] * edge),
+        "background": _PLATE_BACKGROUND * sd * background_u,
+        "blur": _PLATE_BLUR * sd * blur_u,
+    }
+
+
+def _with_plate_effects(effects: dict, plate: dict) -> dict:
+    """Return the field's effects with its plate's and well's folded in.
+
+    Gains multiply, blurs add in quadrature, the plate's background is added by
+    :func:`_image_formation`.
+    """
+    return {
+        **effects,
+        "channel_gain": effects["channel_gain"] * plate["gain"],
+        "defocus_sigma": math.hypot(effects["defocus_sigma"], plate["blur"]),
+        "plate_background": plate["background"],
+    }
+
+
+# ---------------------------------------------------------------------------------------
 # Field assembly (the steps of generate_field)
 # ---------------------------------------------------------------------------------------
 
@@ -965,9 +1280,11 @@ def _image_formation(signal: np.ndarray, rng, effects: dict, batch_sd: float):
     """
     signal += (_OUT_OF_FOCUS_HAZE if effects["out_of_focus"] else _HAZE) * _haze(signal)
     signal += np.asarray(_AUTOFLUORESCENCE, np.float32)[:, None, None]
+    reference = np.asarray(_BACKGROUND_REFERENCE, np.float32)[:, None, None]
     if effects["background"] > 0:
-        reference = np.asarray(_BACKGROUND_REFERENCE, np.float32)[:, None, None]
         signal += np.float32(effects["background"]) * reference
+    if "plate_background" in effects:  # plate layout only
+        signal += effects["plate_background"].astype(np.float32)[:, None, None] * reference
     size = signal.shape[-1]
     # The gain is exp(batch_sd * z) with z fixed by (seed, index): changing batch_sd
     # rescales every field's log gain and changes nothing else.
@@ -1041,6 +1358,11 @@ def generate_field(
     background: float | None = None,
     defocus: float | None = None,
     out_of_focus_fraction: float | None = None,
+    plates: int = 0,
+    n_fields: int | None = None,
+    controls_per_plate: int = 4,
+    plate_effect_sd: float = 0.3,
+    well_effect: float = 0.2,
 ) -> tuple[np.ndarray, np.ndarray, dict, pd.DataFrame]:
     """Simulate one fluorescence microscopy field of view with ground truth.
 
@@ -1089,10 +1411,31 @@ def generate_field(
     out_of_focus_fraction : float, optional
         Fraction in [0, 1] of fields that are out of focus: extra blur SD 2-3 px and
         about four times the out-of-focus haze (standard 0, hard 0.1).
+    plates : int, optional
+        0 (default): no plate layout, field ``index`` shows ``classes[index % len(classes)]``.
+        ``P >= 2``: the fields are the wells of a screen of ``P`` plates (see
+        :func:`plate_layout`): the field's class is its well's phenotype, and its plate and
+        well position add the technical effects below.
+    n_fields : int, optional
+        Fields of the whole dataset, a multiple of ``plates``; required with ``plates``
+        (ignored without), and ``index`` must be below it.
+    controls_per_plate : int, optional
+        Negative-control wells per plate (>= 1, fewer than the wells per plate), at
+        positions that differ from plate to plate.
+    plate_effect_sd : float, optional
+        Size (>= 0) of each plate's technical effects: a log gain per channel
+        ``plate_effect_sd * z`` (``z ~ N(0, 1)`` per plate and channel), an additive
+        background per channel up to ``plate_effect_sd / 2`` of the channel's typical
+        in-cell level, and an extra blur SD up to ``2 * plate_effect_sd`` px, drawn once
+        per plate.
+    well_effect : float, optional
+        Log gain (>= 0) of the wells on the plate's edge, shared by the channels; it halves
+        with each ring of wells inwards (edge wells brighter, as evaporation makes them).
 
     Every random draw of these options comes from streams of its own, fixed by
-    ``(seed, index)``: changing one of them changes only its own effect (the cells, their
-    shapes and the noise stay), and a 0 turns it off.
+    ``(seed, index)`` (the plate effects and layout: by ``seed`` and the plate): changing one
+    of them changes only its own effect (the cells, their shapes and the noise stay), and a
+    0 turns it off.
 
     Returns
     -------
@@ -1110,7 +1453,10 @@ def generate_field(
         :data:`CHANNELS` (float, the total gain of that channel: shared times its own),
         ``Metadata_field_background`` (float, the field's additive background as a
         fraction of each channel's typical in-cell level), ``Metadata_field_defocus``
-        (float, extra blur SD in pixels) and ``Metadata_field_out_of_focus`` (bool).
+        (float, extra blur SD in pixels) and ``Metadata_field_out_of_focus`` (bool); with
+        ``plates``, also :data:`LAYOUT_COLUMNS` (``Metadata_plate``, ``Metadata_well``,
+        ``Metadata_perturbation``, ``Metadata_moa``; see :func:`plate_layout`), and the
+        gains and defocus include the plate's and the well's.
     objects : pandas.DataFrame
         One row per label of ``truth_labels`` in label order, columns
         ``Metadata_image``, ``truth_label`` (int), ``Metadata_trajectory`` (float in
@@ -1145,16 +1491,32 @@ def generate_field(
         background=background,
         defocus=defocus,
         out_of_focus_fraction=out_of_focus_fraction,
+        plates=plates,
+        n_fields=n_fields,
+        controls_per_plate=controls_per_plate,
+        plate_effect_sd=plate_effect_sd,
+        well_effect=well_effect,
     )
+    return _simulate_field(seed, index, opts)
+
+
+def _simulate_field(seed: int, index: int, opts: dict) -> tuple[np.ndarray, np.ndarray, dict, pd.DataFrame]:
+    """Return :func:`generate_field` of validated options (see there)."""
     size, classes = opts["size"], opts["classes"]
-    name = classes[index % len(classes)]
+    layout = _field_layout(seed, index, opts)
+    name = classes[index % len(classes)] if layout is None else layout["Metadata_class"]
     rng = _field_streams(seed, index)
     effects = _field_effects(rng["field"], opts)
+    if layout is not None:
+        plate = index // (opts["n_fields"] // opts["plates"])
+        effects = _with_plate_effects(effects, _plate_effects(seed, plate, layout["Metadata_edge"], opts))
     cells = _place_cells(rng["geom"], size, opts["cells_per_field"])
     signal, nuc_id = _field_signal(name, rng, cells, opts)
     image, gain = _image_formation(signal, rng["optics"], effects, opts["batch_sd"])
     truth_labels, present, areas = _truth_labels(nuc_id, len(cells["cy"]))
     metadata = _field_metadata(index, name, gain, effects)
+    if layout is not None:
+        metadata.update({column: layout[column] for column in LAYOUT_COLUMNS})
     objects = _objects_frame(
         metadata["Metadata_image"],
         name,
@@ -1178,14 +1540,17 @@ def generate_shard(seed: int, indices: Sequence[int], **field_kwargs) -> dict:
     **field_kwargs
         ``size``, ``cells_per_field``, ``classes``, ``batch_sd``, ``difficulty``,
         ``expression_sd``, ``dim_fraction``, ``channel_gain_sd``, ``background``,
-        ``defocus`` and ``out_of_focus_fraction`` as for :func:`generate_field`.
+        ``defocus``, ``out_of_focus_fraction`` and the plate layout's ``plates``,
+        ``n_fields``, ``controls_per_plate``, ``plate_effect_sd`` and ``well_effect`` as for
+        :func:`generate_field`.
 
     Returns
     -------
     dict
         ``images``: (F, 3, size, size) uint16; ``truth_labels``: (F, size, size) int32;
         ``fields``: DataFrame with one row per field (columns as the metadata dict of
-        :func:`generate_field`), in ``indices`` order; ``objects``: DataFrame with one row
+        :func:`generate_field`, :data:`LAYOUT_COLUMNS` last with ``plates``), in ``indices``
+        order; ``objects``: DataFrame with one row
         per ground-truth cell of all fields.
 
     Raises
@@ -1212,7 +1577,8 @@ def generate_shard(seed: int, indices: Sequence[int], **field_kwargs) -> dict:
         images[k], labels[k], meta, obj = generate_field(seed, index, **opts)
         rows.append(meta)
         objects.append(obj)
-    fields = pd.DataFrame(rows, columns=list(FIELD_COLUMNS))
+    layout_columns = LAYOUT_COLUMNS if opts["plates"] else ()
+    fields = pd.DataFrame(rows, columns=[*FIELD_COLUMNS, *layout_columns])
     floats = [c for c in FIELD_COLUMNS if c.startswith("Metadata_field_gain")]
     floats += ["Metadata_field_background", "Metadata_field_defocus"]
     fields = fields.astype(
