@@ -51,6 +51,15 @@ for _name, _tables in evaluated_layers().items():
                 f"results/{{dataset}}/screen/{name}/{layer}.consensus.parquet"
                 for name, layer in _tables
             ],
+            h5ad=(
+                [
+                    f"results/{{dataset}}/screen/{name}/{layer}{suffix}"
+                    for name, layer in _tables
+                    for suffix in (".wells.h5ad", ".consensus.h5ad")
+                ]
+                if config["profiles"]["h5ad"]
+                else []
+            ),
         log:
             f"logs/{{dataset}}/screen/{_name}.log",
         benchmark:

@@ -211,6 +211,7 @@ class Targets:
             *self.explorer_pages(dataset),
             f"results/{dataset}/qc/drops.csv",
             *self.screen_files(dataset, ".consensus.parquet"),
+            *(self.screen_files(dataset, ".consensus.h5ad") if self.config["profiles"]["h5ad"] else []),
         ]
         if self.datasets[dataset].get("layout"):
             outputs += [f"results/{dataset}/metrics/screen.csv", f"results/{dataset}/metrics/screen.png"]

@@ -16,7 +16,7 @@ from workflow_scripts.screen.layout import apply_layout
 from workflow_scripts.screen.metrics import screen_metrics
 from workflow_scripts.screen.profiling import ANNOTATION, BATCH, DEFAULT_RECIPE, consensus, run_recipe
 
-__all__ = ["SCORES", "nsc_columns", "screen_table", "summary_rows"]
+__all__ = ["SCORES", "nsc_columns", "screen_table", "summary_rows", "well_ids"]
 
 #: The scalar scores of a step, in the order the summary shows them.
 SCORES = (
@@ -144,3 +144,24 @@ def summary_rows(records: Iterable[dict], families: Mapping) -> pd.DataFrame:
                         }
                     )
     return pd.DataFrame(rows, columns=["model", "layer", "kind", "step", "final", "metric", "value"])
+
+
+def well_ids(wells: pd.DataFrame) -> pd.Series:
+    """Return a unique name per well, ``<plate>/<well>`` (the index of the wells' ``.h5ad``).
+
+    Parameters
+    ----------
+    wells : pandas.DataFrame
+        Well profiles with ``Metadata_plate`` and ``Metadata_well``.
+
+    Returns
+    -------
+    pandas.Series
+        One name per row.
+
+    Examples
+    --------
+    >>> well_ids(pd.DataFrame({"Metadata_plate": ["p01"], "Metadata_well": ["A01"]})).tolist()
+    ['p01/A01']
+    """
+    return wells["Metadata_plate"].astype(str) + "/" + wells["Metadata_well"].astype(str)
