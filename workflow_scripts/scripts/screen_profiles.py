@@ -49,13 +49,8 @@ def main(smk):
         last = record["steps"][record["final_step"]]
         log.info(
             "%s/%s: %s, activity mAP %.3f (%.0f%% active), plate mAP %.3f (chance %.3f)",
-            model,
-            layer,
-            record["final_step"],
-            last["activity_map"],
-            100 * last["activity_fraction"],
-            last["plate_map"],
-            last["plate_chance"],
+            *(model, layer, record["final_step"], last["activity_map"], 100 * last["activity_fraction"]),
+            *(last["plate_map"], last["plate_chance"]),
         )
 
 
