@@ -113,6 +113,16 @@ def test_class_and_group_options(tmp_path, served_files):
     assert not (tmp_path / "c" / "fields.csv").exists()
 
 
+def test_plates_not_downloaded_are_left_out(tmp_path, served_files, caplog):
+    """The image table lists every plate; a configuration may fetch only some archives."""
+    caplog.set_level(logging.INFO, logger="workflow_scripts.sources.bbbc")
+    first_plate_only = [n for n in served_files if not n.endswith(f"{PLATES[1]}.zip")]
+    with serve(dict(served_files)) as server:
+        table = _acquire(server, tmp_path / "raw", files=first_plate_only)
+    assert set(table["Metadata_plate"]) == {PLATES[0]} and len(table) == len(BBBC_DESIGN) * 2
+    assert f"10 of 20 image-table rows left out: their 1 plate folder(s) ({PLATES[1]})" in caplog.text
+
+
 def test_missing_files_are_listed(tmp_path, served_files):
     files = dict(served_files)
     # The second plate's archive lacks two fields (six files).

@@ -546,6 +546,8 @@ def acquire_bbbc(
     for url in archives:
         safe_extract_zip(_downloaded(raw_dir, url), raw_dir / "images")
     images = _read_image_tables(raw_dir, image_csvs)
+    first = f"{path_column_prefix}{next(iter(channels.values()))}"
+    images = _rows_of_extracted_folders(images, raw_dir / "images", first, ", ".join(map(_url_name, image_csvs)))
     moa = _read_moa(_downloaded(raw_dir, moa_csv)) if moa_csv is not None else None
 
     table = build_field_table(
@@ -563,6 +565,38 @@ def acquire_bbbc(
     write_csv(fields_path, table)
     log.info("BBBC: %d fields, %d channels in %s", len(table), len(channels), raw_dir)
     return table
+
+
+def _rows_of_extracted_folders(images: pd.DataFrame, root: Path, path_column: str, source: str) -> pd.DataFrame:
+    """Keep the image table's rows whose plate folder was extracted from the archives.
+
+    An image table (BBBC021's) lists every plate of the set, while a configuration may fetch
+    only some plates' archives: the rows of a plate folder that no archive holds are left
+    out, and logged. A folder that exists but lacks files stays an error
+    (:func:`_locate_channel_files`). Without a PathName column every row is kept.
+    """
+    if path_column not in images.columns:
+        return images
+    present = {name for _, dirs, _ in os.walk(root) for name in dirs}
+    folders = images[path_column].map(_last_folder)
+    kept = folders.isna() | folders.isin(present)
+    if kept.all():
+        return images
+    absent = sorted(set(folders[~kept]))
+    if not kept.any():
+        raise ValueError(
+            f"{source}: none of the {len(absent)} plate folder(s) it names ({', '.join(absent[:5])}, ...) "
+            f"is in the extracted archives under {root}; check `archives`"
+        )
+    log.info(
+        "BBBC: %d of %d image-table rows left out: their %d plate folder(s) (%s%s) are in no downloaded archive",
+        (~kept).sum(),
+        len(images),
+        len(absent),
+        ", ".join(absent[:5]),
+        ", ..." if len(absent) > 5 else "",
+    )
+    return images[kept.to_numpy()].reset_index(drop=True)
 
 
 def _check_download_names(urls: list[str]) -> None:
