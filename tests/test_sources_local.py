@@ -112,6 +112,23 @@ def test_metadata_csv_joined_and_class_chosen(tmp_path):
     assert "file_0" in index.columns and index.columns[0] == "Metadata_dataset"
 
 
+def test_screen_controls_without_a_class_are_kept(tmp_path):
+    """A field without a class is left out, except a screen's negative control (the plates are
+    normalised against them): BBBC021's DMSO when the MoA table lacks it."""
+    names = ("p1_A01", "p1_B02", "p1_C03")
+    for name in names:
+        tifffile.imwrite(tmp_path / f"{name}.tif", np.zeros((2, 8, 8), np.uint16))
+    meta = tmp_path / "meta.csv"
+    moa = ["tubulin", "", ""]  # the control and an unannotated compound have no class
+    pd.DataFrame({"field": names, "compound": ["taxol", "DMSO", "mystery"], "moa": moa}).to_csv(meta, index=False)
+    entry = _entry(_chans("0", "1"), metadata=str(meta), metadata_on="field", **{"class": "moa"})
+    assert local.index_fields("m", entry, tmp_path)["Metadata_compound"].tolist() == ["taxol"]
+    layout = {"plate": "compound", "well": "field", "perturbation": "compound", "negative_control": "DMSO"}
+    index = local.index_fields("m", {**entry, "layout": layout}, tmp_path)
+    assert index["Metadata_compound"].tolist() == ["taxol", "DMSO"]
+    assert index["Metadata_class"].tolist() == ["tubulin", local.CONTROL_CLASS]
+
+
 def test_field_table_layout(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "c.png")
     table = tmp_path / "fields.csv"

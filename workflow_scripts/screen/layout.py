@@ -49,6 +49,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "STANDARD_COLUMNS",
     "apply_layout",
+    "negative_control_rows",
     "normalize_layout",
     "synthetic_layout",
 ]
@@ -313,6 +314,42 @@ def _plate_problems(values: dict, negcon: np.ndarray, labels: dict, where: str, 
             + (f" ... ({len(single)} in all)" if len(single) > _SHOWN else "")
         )
     return problems
+
+
+def negative_control_rows(table: pd.DataFrame, layout: dict, *, dataset: str) -> np.ndarray | None:
+    """Flag the negative-control rows of a field table, where the layout's columns are there.
+
+    Used when a dataset is indexed, before the layout is checked in full (:func:`apply_layout`).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Fields (or cells) with metadata columns.
+    layout : dict
+        The ``datasets.<dataset>.layout`` entry.
+    dataset : str
+        Dataset name, for messages.
+
+    Returns
+    -------
+    numpy.ndarray of bool or None
+        One flag per row; None where a column the controls are read from is missing.
+
+    Examples
+    --------
+    >>> fields = pd.DataFrame({"Metadata_compound": ["DMSO", "taxol"]})
+    >>> layout = {"plate": "p", "well": "w", "perturbation": "compound", "negative_control": "DMSO"}
+    >>> negative_control_rows(fields, layout, dataset="d").tolist()
+    [True, False]
+    """
+    spec = normalize_layout(layout, dataset=dataset)
+    control = spec["negative_control"]
+    names = control["columns"] if control["columns"] is not None else spec["perturbation"]
+    found, missing = _resolve(table, names)
+    if missing:
+        return None
+    targets = [_text(v) for v in control["values"]]
+    return _joined(table, found).isin(targets).to_numpy(dtype=bool)
 
 
 def apply_layout(cells: pd.DataFrame, layout: dict, *, dataset: str) -> pd.DataFrame:

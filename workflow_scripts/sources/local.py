@@ -36,6 +36,7 @@ import tifffile
 from PIL import Image
 
 from workflow_scripts.datasets import effective_shard_size
+from workflow_scripts.screen.layout import negative_control_rows
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +358,8 @@ def index_fields(
     for column in fields.columns:
         if column.startswith("Metadata_") and column not in ("Metadata_image", "Metadata_dataset"):
             fields[column] = _coerce(fields[column])
-    fields = _drop_unlabelled(dataset, fields)
+    controls = negative_control_rows(fields, entry["layout"], dataset=dataset) if entry.get("layout") else None
+    fields = _drop_unlabelled(dataset, fields, controls)
     for role in ("Metadata_class", "Metadata_group"):
         if role in fields.columns:
             fields[role] = fields[role].astype(str)
@@ -442,14 +444,28 @@ def assign_roles(table: pd.DataFrame, dataset: str, entry: dict, what: str) -> N
         table["Metadata_group"] = table["Metadata_image"]
 
 
-def _drop_unlabelled(dataset: str, fields: pd.DataFrame) -> pd.DataFrame:
+#: The class of a screen's negative-control field that has none of its own.
+CONTROL_CLASS = "negative control"
+
+
+def _drop_unlabelled(dataset: str, fields: pd.DataFrame, controls=None) -> pd.DataFrame:
     """Leave out fields without a class value, and say so (``attrs["unlabelled_fields"]``).
 
-    E.g. BBBC021 controls (DMSO) when the class is the mechanism of action: a field without
-    a label cannot be scored.
+    E.g. BBBC021 controls (DMSO) when the class is the mechanism of action and the MoA table
+    lacks them: a field without a label cannot be scored. A screen's negative controls
+    (``controls``, one flag per field) are kept, with the class :data:`CONTROL_CLASS`: every
+    plate is normalised against them.
     """
     if "Metadata_class" not in fields.columns or not fields["Metadata_class"].isna().any():
         return fields
+    if controls is not None:
+        keep = fields["Metadata_class"].isna().to_numpy() & controls
+        if keep.any():
+            fields = fields.copy()
+            fields.loc[keep, "Metadata_class"] = CONTROL_CLASS
+            log.info("dataset %s: %d negative-control field(s) without a class kept as %r", dataset, keep.sum(), CONTROL_CLASS)
+        if not fields["Metadata_class"].isna().any():
+            return fields
     unlabelled = fields.loc[fields["Metadata_class"].isna(), "Metadata_image"]
     log.warning(
         "dataset %s: %d field(s) have no class value and are left out (e.g. %s)",
