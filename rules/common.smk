@@ -39,10 +39,15 @@ wildcard_constraints:
     layer="[A-Za-z0-9][A-Za-z0-9_]*",
 
 
-def datasets_regex(*sources):
+def datasets_regex(*sources, where=None):
     """Wildcard constraint matching exactly the datasets of these sources (rules that only
-    apply to some sources, e.g. segmentation, which pre-cropped cells skip)."""
-    names = [n for n, e in DATASETS.items() if e["source"] in sources]
+    apply to some sources, e.g. segmentation, which pre-cropped cells skip), or those whose
+    entry satisfies ``where``."""
+    names = [
+        n
+        for n, e in DATASETS.items()
+        if (e["source"] in sources if sources else True) and (where is None or where(e))
+    ]
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
@@ -225,8 +230,7 @@ def screen_metric_files(wildcards):
 
 def screen_datasets_regex():
     """Wildcard constraint matching the datasets with a plate layout (screens)."""
-    names = [n for n, e in DATASETS.items() if e.get("layout")]
-    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+    return datasets_regex(where=lambda entry: bool(entry.get("layout")))
 
 
 def dataset_layout(wildcards):

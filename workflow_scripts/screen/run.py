@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from workflow_scripts.screen.layout import apply_layout
+from workflow_scripts.screen.layout import STANDARD_COLUMNS, apply_layout
 from workflow_scripts.screen.metrics import screen_metrics
-from workflow_scripts.screen.profiling import ANNOTATION, BATCH, DEFAULT_RECIPE, consensus, run_recipe
+from workflow_scripts.screen.profiling import DEFAULT_RECIPE, consensus, run_recipe
 
 __all__ = ["SCORES", "nsc_columns", "screen_table", "summary_rows", "well_ids"]
 
@@ -29,10 +29,6 @@ SCORES = (
     "nsc",
     "nscb",
 )
-
-#: ``Metadata_compound`` as :func:`~workflow_scripts.screen.layout.apply_layout` writes it.
-COMPOUND = "Metadata_compound"
-
 
 def nsc_columns(layout: Mapping) -> dict | None:
     """Return the columns NSC and NSCB read, or None where the layout cannot score them.
@@ -57,7 +53,9 @@ def nsc_columns(layout: Mapping) -> dict | None:
     """
     if not (layout.get("annotation") and layout.get("compound")):
         return None
-    return {"moa": ANNOTATION, "compound": COMPOUND, "batch": BATCH if layout.get("batch") else None}
+    columns = STANDARD_COLUMNS  # the columns apply_layout writes
+    batch = columns["batch"] if layout.get("batch") else None
+    return {"moa": columns["annotation"], "compound": columns["compound"], "batch": batch}
 
 
 def screen_table(
