@@ -118,6 +118,7 @@ def test_explicit_keys_override_the_automatic_values():
         "max_area": 900,
         "min_distance": 9,
         "background": "none",
+        "seed_prominence": 0,
     }
     params, info = resolve_segmentation(given, scale)
     for key, value in given.items():
@@ -163,8 +164,9 @@ def test_stardist_image_with_the_defaults():
 
 def test_jump_cell_painting_site_against_cellprofiler():
     """The real JUMP pilot site (LZW-compressed uint16 Hoechst): with the defaults and, as
-    CellProfiler does, border nuclei left out, 116 nuclei against CellProfiler's 109; all but
-    one CellProfiler nucleus have one of ours within 8 px (the last at 9.1 px)."""
+    CellProfiler does, border nuclei left out, 112 nuclei against CellProfiler's 109, and every
+    CellProfiler nucleus has one of ours within 8 px (the farthest at 5.7 px; 9.1 px, an
+    elongated nucleus cut in two, before ``seed_prominence``)."""
     site = DATA / "cellpainting_jump_pilot" / "BR00116991" / "A01-1"
     (dna_file,) = site.glob("*-ch5*")
     planes, _ = read_planes(dna_file)
@@ -178,7 +180,10 @@ def test_jump_cell_painting_site_against_cellprofiler():
     distance, _ = cKDTree(ours[["x", "y"]].to_numpy()).query(
         theirs[["Location_Center_X", "Location_Center_Y"]].to_numpy()
     )
-    assert np.mean(distance <= 8) >= 0.99 and distance.max() <= 10
+    assert distance.max() <= 8
+    # that nucleus (CellProfiler: 724 px at x 659, y 917) is one object, not two halves
+    (label,) = {labels[917, 659], labels[912, 654], labels[922, 664]} - {0}
+    assert 600 < np.count_nonzero(labels == label) < 850
 
 
 def test_a_user_max_area_below_the_nuclei_warns_naming_the_key():

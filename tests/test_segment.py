@@ -273,6 +273,61 @@ def test_split_touching_separates_two_overlapping_discs():
     np.testing.assert_array_equal(split > 0, merged > 0)  # splitting only relabels
 
 
+def _capsule(shape, centre, length, radius, value=200.0):
+    """Float image of one elongated nucleus: a bar with round ends, along the x axis."""
+    image = np.full(shape, 10.0)
+    (y, x), half = centre, length / 2
+    image[y - radius : y + radius + 1, int(x - half) : int(x + half) + 1] = value
+    image[disk((y, x - half), radius, shape=shape)] = value
+    image[disk((y, x + half), radius, shape=shape)] = value
+    return image
+
+
+@pytest.mark.parametrize("split_intensity", [0.0, 0.5])
+def test_an_elongated_nucleus_is_not_cut_where_its_seeds_are_not_prominent(split_intensity):
+    """A capsule (555 px, 1.8 nuclei of radius 2 x min_distance) has a flat distance ridge, so
+    the watershed cuts it at every seed (3 pieces); the pieces stand no higher than the pass
+    between them, so ``seed_prominence`` joins them again."""
+    image = _capsule((60, 120), (30, 60), 16, 9)
+    kwargs = dict(sigma=1.0, fill_holes=0, min_area=10, max_area=None, min_distance=5, split_intensity=split_intensity)
+    if split_intensity:
+        kwargs["seed_sigma"] = 2.0
+    assert segment_nuclei(image, seed_prominence=0.0, **kwargs).max() >= 2  # cut along the ridge
+    whole = segment_nuclei(image, seed_prominence=0.05, **kwargs)
+    assert whole.max() == 1
+    np.testing.assert_array_equal(whole > 0, segment_nuclei(image, split_touching=False, **kwargs) > 0)
+
+
+def test_seed_prominence_keeps_nuclei_with_a_waist_and_whole_nuclei_apart():
+    """Two small discs with a deep waist, and two large discs (each a whole nucleus, above 0.8
+    of a nucleus of radius 2 x min_distance) stay two objects."""
+    small = _discs((60, 80), [((30, 33), 8), ((30, 47), 8)])
+    large = _discs((80, 120), [((40, 45), 16), ((40, 75), 16)])
+    for image in (small, large):
+        for split_intensity in (0.0, 0.5):
+            labels = segment_nuclei(
+                image, sigma=1.0, fill_holes=0, min_area=10, max_area=None, min_distance=5,
+                split_intensity=split_intensity, seed_sigma=2.0, seed_prominence=0.05,
+            )
+            assert labels.max() == 2
+
+
+def test_merge_shallow_pieces_joins_the_shallowest_pass_first():
+    """Three pieces in a row: 1 | 2 | 3 with peaks 1.0, 0.95, 1.0; passes 0.93 (1-2) and 0.5
+    (2-3). Piece 2 stands 0.02 above its pass to 1: joined to 1; then 3 stands 0.5 above the
+    joined piece: kept."""
+    pieces = np.repeat(np.array([[1, 1, 2, 2, 3, 3]]), 3, axis=0)
+    relief = np.repeat(np.array([[1.0, 0.93, 0.95, 0.5, 0.5, 1.0]]), 3, axis=0)
+    lut = segment._merge_shallow_pieces(pieces, relief, np.array([1.0, 0.95, 1.0]), 0.05, 100)
+    assert lut.tolist() == [0, 1, 1, 3]
+    # the same relief, but pieces too large to be parts of one nucleus: nothing joined
+    lut = segment._merge_shallow_pieces(pieces, relief, np.array([1.0, 0.95, 1.0]), 0.05, 6)
+    assert lut.tolist() == [0, 1, 2, 3]
+    # a higher prominence joins all three
+    lut = segment._merge_shallow_pieces(pieces, relief, np.array([1.0, 0.95, 1.0]), 0.6, 100)
+    assert lut.tolist() == [0, 1, 1, 1]
+
+
 def _blobby_fields(n: int, size: int = 256):
     """Fields of random overlapping discs of radius 4-16 px (many touching pairs and chains,
     some elongated), with noise: hard cases for the marker search."""

@@ -35,6 +35,7 @@ _SEGMENT_KEYS = (
     "min_snr",
     "split_intensity",
     "seed_sigma",
+    "seed_prominence",
 )
 _CROP_DEFAULTS = {"size": 64, "resize_to": 64, "edge": "drop"}
 

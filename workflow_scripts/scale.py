@@ -76,6 +76,9 @@ _GAMMA = 0.65  # Otsu on intensity^0.65: dim nuclei weigh more next to bright on
 _MIN_SNR = 5.0  # camera noise scores 1 to 3.2 (sparse photon counts), the DSB 2018 fields 7.4 to 200
 _SPLIT_INTENSITY = 0.5  # weight of intensity next to shape in the watershed split
 _SEED_SIGMA_PER_D = 0.2  # smoothing of that intensity: one blob per nucleus
+# A piece smaller than a nucleus whose peak stands < 0.05 radii above the pass to its neighbour
+# is part of it (a notch, not a waist): on the DSB 2018 images such joins are right 6 times in 7.
+_SEED_PROMINENCE = 0.05
 
 
 def _area(diameter: float) -> float:
@@ -249,6 +252,7 @@ def resolve_segmentation(config: dict, scale: dict) -> tuple[dict, dict]:
         "min_snr": _MIN_SNR,
         "split_intensity": _SPLIT_INTENSITY,
         "seed_sigma": round(max(1.0, _SEED_SIGMA_PER_D * diameter), 3),
+        "seed_prominence": _SEED_PROMINENCE,
     }
     params, source = {}, {}
     for key, value in derived.items():

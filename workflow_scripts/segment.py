@@ -220,6 +220,7 @@ def _split_touching(
     *,
     weight: float = 0.5,
     min_size: float = 0.0,
+    prominence: float = 0.0,
 ) -> np.ndarray:
     """Label ``mask``, splitting touching nuclei with a distance-transform watershed.
 
@@ -240,6 +241,12 @@ def _split_touching(
     every piece of them would be below the area filter anyway (specks of noise are most of the
     components of a real field, and cost as much as nuclei here).
 
+    With ``prominence`` > 0, two pieces of a component are joined again when the lower of
+    their peaks stands less than ``prominence`` above the pass between them (the relief in
+    nucleus radii, see :func:`_merge_shallow_pieces`) and the smaller piece is under 0.8 of a
+    nucleus of radius ``scale``: a kidney-shaped or notched nucleus is one nucleus, while two
+    whole nuclei stay two however faint the waist between them.
+
     Returns an int32 label image whose labels are unique but not consecutive.
     """
     n_labels, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
@@ -257,13 +264,37 @@ def _split_touching(
         if intensity is not None:
             bright = intensity[box] - np.float32(low)
             bright *= np.float32(gain)
-        distance, peaks = _component_markers(component, bright, scale, min_distance, footprint)
+        distance, peaks, squared = _component_markers(component, bright, scale, min_distance, footprint)
         n_markers = len(peaks)
         if n_markers < 2:
             continue
-        _watershed_component(labels[box], component, distance, peaks, next_label)
+        merge = None
+        if prominence > 0:
+            relief = _relief_in_radii(distance, bright is not None, squared, scale)
+            merge = (relief, prominence, _MERGE_AREA * np.pi * scale * scale)
+        _watershed_component(labels[box], component, distance, peaks, next_label, merge)
         next_label += n_markers
     return labels
+
+
+# A piece of a split nucleus is smaller than this share of a whole one (pi radius^2); pieces
+# this big stay apart however shallow the pass between them (two whole nuclei).
+_MERGE_AREA = 0.8
+
+
+def _relief_in_radii(distance: np.ndarray, intensity: bool, squared: bool, scale: float) -> np.ndarray:
+    """Return the watershed relief of one component in nucleus radii (float64), for merging.
+
+    ``distance`` is what :func:`_component_markers` returned: ``distance / scale + bright``
+    with an ``intensity`` term, else the distance (``squared`` or not). Only the merge test
+    reads this copy, so the watershed keeps its own relief, bit for bit.
+    """
+    relief = distance.astype(np.float64)
+    if intensity:
+        return relief
+    if squared:
+        relief = np.sqrt(relief, out=relief)
+    return relief / scale
 
 
 def _splittable_boxes(
@@ -307,15 +338,16 @@ def _component_markers(
     scale: float,
     min_distance: int,
     footprint: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(relief, peaks) of one component: the distance (plus ``bright``) and its markers.
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(relief, peaks, squared) of one component: the distance (plus ``bright``), its markers.
 
-    The squared distance stands for the distance where there is no intensity term: only its
-    order matters to the peaks and the watershed. The peaks are :func:`_distance_peaks`', or
+    The squared distance stands for the distance where there is no intensity term (``squared``
+    is then True): only its order matters to the peaks and the watershed. The peaks are :func:`_distance_peaks`', or
     ``peak_local_max``'s where that does not reproduce them (a box without background, or a
     component every pixel of which is a maximum).
     """
     distance = _squared_distance(component)
+    squared = distance is not None and bright is None
     if distance is None:
         distance = ndi.distance_transform_edt(component)
         if bright is not None:
@@ -332,23 +364,99 @@ def _component_markers(
             labels=component.view(np.uint8),
             exclude_border=False,
         )
-    return distance, peaks
+    return distance, peaks, squared
 
 
 def _watershed_component(
-    labels: np.ndarray, component: np.ndarray, distance: np.ndarray, peaks: np.ndarray, offset: int
+    labels: np.ndarray,
+    component: np.ndarray,
+    distance: np.ndarray,
+    peaks: np.ndarray,
+    offset: int,
+    merge: tuple[np.ndarray, float, float] | None = None,
 ) -> None:
     """Split one component of ``labels`` (a view of its box) in place, one piece per peak.
 
     The pieces are numbered ``offset + 1 ...``; pixels no marker reached keep the component's
     own label. ``peak_local_max`` already thinned flat ridges to peaks more than
-    ``min_distance`` apart, so each peak is its own marker.
+    ``min_distance`` apart, so each peak is its own marker. ``merge`` is ``(relief in radii,
+    prominence, largest area of a piece)`` for :func:`_merge_shallow_pieces`, or None.
     """
     markers = np.zeros(component.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
     pieces = watershed(-distance, markers, mask=component, connectivity=2)
+    if merge is not None:
+        relief, prominence, max_piece = merge
+        pieces = _merge_shallow_pieces(pieces, relief, relief[tuple(peaks.T)], prominence, max_piece)[pieces]
     split = component & (pieces > 0)
     labels[split] = pieces[split] + offset
+
+
+def _pass_heights(pieces: np.ndarray, relief: np.ndarray, n_pieces: int) -> np.ndarray:
+    """(n+1, n+1) height of the pass between every two pieces (-inf where they do not touch).
+
+    The pass between pieces a and b is the highest point at which one can step from a to b:
+    the maximum, over 8-neighbour pixel pairs (one in a, one in b), of the lower of the two
+    reliefs. Four shifted comparisons of the box, then one ``np.maximum.at``.
+    """
+    size = n_pieces + 1
+    passes = np.full(size * size, -np.inf)
+    height, width = pieces.shape
+    # (rows, columns) of a pixel and of its neighbour to the right, below, below-right, below-left
+    shifts = (
+        ((slice(0, height), slice(0, width - 1)), (slice(0, height), slice(1, width))),
+        ((slice(0, height - 1), slice(0, width)), (slice(1, height), slice(0, width))),
+        ((slice(0, height - 1), slice(0, width - 1)), (slice(1, height), slice(1, width))),
+        ((slice(0, height - 1), slice(1, width)), (slice(1, height), slice(0, width - 1))),
+    )
+    for here, there in shifts:
+        a, b = pieces[here], pieces[there]
+        touch = (a != b) & (a > 0) & (b > 0)
+        if not touch.any():
+            continue
+        a, b = a[touch].astype(np.int64), b[touch].astype(np.int64)
+        low = np.minimum(relief[here][touch], relief[there][touch])
+        np.maximum.at(passes, a * size + b, low)
+        np.maximum.at(passes, b * size + a, low)
+    return passes.reshape(size, size)
+
+
+def _merge_shallow_pieces(
+    pieces: np.ndarray, relief: np.ndarray, peak_heights: np.ndarray, prominence: float, max_piece: float
+) -> np.ndarray:
+    """Lookup table (piece -> piece) joining pieces whose peak is not prominent.
+
+    ``pieces`` holds the watershed's pieces 1..n of one component (0 outside), ``relief`` the
+    relief they were cut on, in nucleus radii, and ``peak_heights`` the relief at each piece's
+    marker. The pair whose lower peak stands least above the pass between them is joined
+    first, while that depth is below ``prominence`` and the smaller piece has fewer than
+    ``max_piece`` pixels; the joined piece keeps the higher peak, the sum of the areas and,
+    towards every other piece, the higher pass. This is the dynamics (h-maxima) criterion on
+    the relief the watershed used, applied only to pieces too small to be whole nuclei.
+    scikit-image's h-maxima would suppress shallow peaks everywhere, whole nuclei included,
+    and its region-adjacency merging needs an edge map; the few pieces of one component make
+    this loop cheap.
+    """
+    n_pieces = len(peak_heights)
+    lut = np.arange(n_pieces + 1)
+    areas = np.bincount(pieces.ravel(), minlength=n_pieces + 1).astype(np.float64)
+    if not np.any(areas[1:] < max_piece):
+        return lut  # whole nuclei only (most splits): nothing to test
+    passes = _pass_heights(pieces, relief, n_pieces)
+    heights = np.concatenate([[-np.inf], np.asarray(peak_heights, dtype=np.float64)])
+    while True:
+        candidates = (passes > -np.inf) & (np.minimum.outer(areas, areas) < max_piece)
+        depth = np.full(passes.shape, np.inf)
+        np.subtract(np.minimum.outer(heights, heights), passes, out=depth, where=candidates)
+        a, b = np.unravel_index(np.argmin(depth), depth.shape)
+        if not depth[a, b] < prominence:
+            return lut
+        a, b = min(a, b), max(a, b)
+        lut[lut == b] = a
+        heights[a], heights[b] = max(heights[a], heights[b]), -np.inf
+        areas[a], areas[b] = areas[a] + areas[b], np.inf
+        passes[a] = passes[:, a] = np.maximum(passes[a], passes[b])
+        passes[a, a] = passes[b] = passes[:, b] = -np.inf
 
 
 def _filter_and_relabel(
@@ -556,6 +664,7 @@ def segment_nuclei_qc(
     min_snr: float = 0.0,
     split_intensity: float = 0.0,
     seed_sigma: float = 0.0,
+    seed_prominence: float = 0.0,
 ) -> tuple[np.ndarray, dict]:
     """Segment nuclei in a 2-D nuclear-stain image and measure how it went.
 
@@ -613,6 +722,12 @@ def segment_nuclei_qc(
         alone.
     seed_sigma : float, optional
         Gaussian sigma (full-resolution px) of the intensity used by ``split_intensity``.
+    seed_prominence : float, optional
+        Pieces of a split whose peak stands less than this above the pass to a neighbouring
+        piece (in the split's relief: nucleus radii, plus the weighted intensity) are joined
+        to it again, where the smaller is under 0.8 of a nucleus of radius ``2 x
+        min_distance``: one notched or kidney-shaped nucleus is not cut in two. 0 keeps every
+        seed.
     min_snr : float, optional
         When the median foreground exceeds the median background by less than ``min_snr``
         times the background noise, the field holds no nuclei (pure camera noise, which Otsu
@@ -648,6 +763,7 @@ def segment_nuclei_qc(
         clear_border=clear_border, split_touching=split_touching, min_distance=min_distance,
         background=background, background_radius=background_radius, gamma=gamma,
         threshold_level=threshold_level, min_snr=min_snr, split_intensity=split_intensity, seed_sigma=seed_sigma,
+        seed_prominence=seed_prominence,
     )
     qc = _empty_qc()
     empty = np.zeros(nuclear.shape, dtype=np.int32)
@@ -679,6 +795,7 @@ class _Settings:
     min_snr: float
     split_intensity: float
     seed_sigma: float
+    seed_prominence: float
 
     @property
     def pixel_area(self) -> float:
@@ -731,7 +848,7 @@ def _check_settings(**params) -> _Settings:
     p["threshold_level"] = check_int("threshold_level", p["threshold_level"], -1)
     if p["threshold_level"] > 2:
         raise ValueError(f"threshold_level={p['threshold_level']!r} is invalid: expected -1, 0, 1 or 2")
-    for name in ("min_snr", "split_intensity", "seed_sigma"):
+    for name in ("min_snr", "split_intensity", "seed_sigma", "seed_prominence"):
         p[name] = check_real(name, p[name])
     return _Settings(**p)
 
@@ -812,6 +929,7 @@ def _objects(mask: np.ndarray, seeds: np.ndarray | None, settings: _Settings, qc
             max(2.0 * s.min_distance / s.downscale, 1.0),
             weight=s.split_intensity,
             min_size=s.min_area / pixel_area,
+            prominence=s.seed_prominence,
         )
     else:
         labels, _ = _label8(mask)
