@@ -219,3 +219,16 @@ def test_inconsistent_moa_table(tmp_path, served_files):
     with serve(files) as server:
         with pytest.raises(ValueError, match="'taxol' at concentration 0.3 has several MoAs"):
             _acquire(server, tmp_path / "raw")
+
+
+def test_field_table_can_live_apart_from_the_downloads(tmp_path, served_files):
+    """With a dataset ``path``, the files land there and the workflow keeps the table under
+    results/<dataset>/raw: paths in it stay relative to the download folder."""
+    raw, table_path = tmp_path / "downloads", tmp_path / "results" / "bbbc" / "raw" / "fields.csv"
+    with serve(dict(served_files)) as server:
+        table = _acquire(server, raw, fields_path=table_path)
+    assert not (raw / "fields.csv").exists()
+    fields = pd.read_csv(table_path)
+    pd.testing.assert_frame_equal(fields, pd.read_csv(io.StringIO(table.to_csv(index=False))))
+    files = [c for c in fields.columns if c.startswith("file_")]
+    assert files and all((raw / p).is_file() for c in files for p in fields[c])

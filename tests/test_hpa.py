@@ -409,3 +409,16 @@ def test_acquire_relative_and_unsafe_image_urls(tmp_path):
         with pytest.raises(DownloadError, match=f"{TP53}: image URL 'file:///etc/7_B2_1_blue_red_green.jpg'"):
             acquire_hpa([TP53], tmp_path / "b", base_url=server.url, progress=False)
     assert not (tmp_path / "b" / "fields.csv").exists() and not (tmp_path / "b" / "G").exists()
+
+
+def test_acquire_writes_the_field_table_where_asked(tmp_path, mirror):
+    """With a dataset ``path`` the images land there while the workflow keeps the table under
+    results/<dataset>/raw; the table's paths stay relative to the download folder."""
+    files, _ = mirror
+    raw, table_path = tmp_path / "downloads", tmp_path / "results" / "atlas" / "raw" / "fields.csv"
+    with serve(dict(files)) as server:
+        _acquire(server, raw, genes=(CCNB1,), fields_path=table_path)
+    assert not (raw / "fields.csv").exists()
+    fields = pd.read_csv(table_path, dtype=str, keep_default_na=False)
+    assert len(fields) == 3
+    assert all((raw / path).is_file() for path in fields["file_blue"])

@@ -124,6 +124,7 @@ def sources_run(tmp_path_factory):
                 "atlas": {
                     "source": "hpa",
                     "genes": "genes.txt",
+                    "path": "downloads/atlas",
                     "base_url": server.url,
                     "image_base_url": server.url,
                     "max_images_per_gene": 2,
@@ -199,6 +200,17 @@ def test_source_metadata_travels_to_features(sources_run):
     assert set(cropped["Metadata_group"]) == {"f0", "f1", "f2", "f3"}
     human = pd.read_parquet(res / "human" / "cells.parquet")
     assert len(human) > 150  # the real field holds about 300 nuclei
+
+
+def test_downloads_land_in_the_dataset_path(sources_run):
+    """An HPA dataset with ``path``: the images land there, the field table stays with the
+    workflow's outputs, and the index reads the images from the path."""
+    work = sources_run["work"]
+    fields = pd.read_csv(work / "results" / "atlas" / "raw" / "fields.csv")
+    assert not (work / "results" / "atlas" / "raw" / "CCNB1").exists()
+    assert all((work / "downloads" / "atlas" / path).is_file() for path in fields["file_blue"])
+    index = pd.read_parquet(work / "results" / "atlas" / "index.parquet")
+    assert len(index) == len(fields) == 4
 
 
 def test_manifest_downloads_verified_and_resumed(sources_run):

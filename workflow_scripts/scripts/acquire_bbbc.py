@@ -12,9 +12,10 @@ def main(smk):
     Parameters
     ----------
     smk : snakemake.script.Snakemake
-        The rule's ``params``: ``root`` (destination), ``options`` (``archives``,
-        ``image_csv``, ``moa_csv``, ``channels``) and ``download`` (``workers``,
-        ``retries``, ``backoff``, ``timeout``).
+        The rule's ``output[0]`` (the field table, kept under ``results/<dataset>/raw`` even
+        when the files land in the dataset's ``path``) and ``params``: ``root`` (destination
+        of the files), ``options`` (``archives``, ``image_csv``, ``moa_csv``, ``channels``)
+        and ``download`` (``workers``, ``retries``, ``backoff``, ``timeout``).
     """
     opts = dict(smk.params.options)
     dl = dict(smk.params.download)
@@ -29,6 +30,7 @@ def main(smk):
         retries=int(dl["retries"]),
         backoff=float(dl["backoff"]),
         timeout=float(dl["timeout"]),
+        fields_path=smk.output[0],
     )
 
 

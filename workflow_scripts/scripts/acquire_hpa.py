@@ -12,10 +12,11 @@ def main(smk):
     Parameters
     ----------
     smk : snakemake.script.Snakemake
-        The rule's ``input.genes`` (gene list) and ``params``: ``root`` (destination),
-        ``options`` (``base_url``, ``image_base_url``, ``max_genes``,
-        ``max_images_per_gene``) and ``download`` (``workers``, ``retries``,
-        ``backoff``, ``timeout``).
+        The rule's ``input.genes`` (gene list), ``output[0]`` (the field table, kept under
+        ``results/<dataset>/raw`` even when the images land in the dataset's ``path``) and
+        ``params``: ``root`` (destination of the files), ``options`` (``base_url``,
+        ``image_base_url``, ``max_genes``, ``max_images_per_gene``) and ``download``
+        (``workers``, ``retries``, ``backoff``, ``timeout``).
     """
     opts = dict(smk.params.options)
     dl = dict(smk.params.download)
@@ -31,6 +32,7 @@ def main(smk):
         retries=int(dl["retries"]),
         backoff=float(dl["backoff"]),
         timeout=float(dl["timeout"]),
+        fields_path=smk.output[0],
     )
 
 

@@ -474,6 +474,7 @@ def acquire_bbbc(
     timeout: float = 60.0,
     progress: bool = True,
     session=None,
+    fields_path: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Download and unpack a BBBC image set and write ``raw_dir/fields.csv``.
 
@@ -512,6 +513,10 @@ def acquire_bbbc(
         class is the MoA (not-same-compound evaluation), else ``["plate", "well"]``.
     workers, retries, backoff, timeout, progress, session
         Passed to :func:`~workflow_scripts.download.download_all`.
+    fields_path : path-like, optional
+        Where the field table goes instead of ``raw_dir/fields.csv`` (the workflow keeps it
+        under ``results/<dataset>/raw`` when the files land in a folder of the user's); its
+        paths stay relative to ``raw_dir``.
 
     Returns
     -------
@@ -538,7 +543,8 @@ def acquire_bbbc(
 
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
-    fields_path = raw_dir / FIELDS_NAME
+    fields_path = Path(fields_path) if fields_path is not None else raw_dir / FIELDS_NAME
+    fields_path.parent.mkdir(parents=True, exist_ok=True)
     # fields.csv marks a complete acquisition: a stale one must not survive a failed run.
     fields_path.unlink(missing_ok=True)
     dl = {"workers": workers, "retries": retries, "backoff": backoff, "timeout": timeout}

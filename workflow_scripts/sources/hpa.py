@@ -445,6 +445,7 @@ def acquire_hpa(
     timeout: float = 60.0,
     progress: bool = True,
     session=None,
+    fields_path: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Download HPA immunofluorescence fields of a list of genes and write ``fields.csv``.
 
@@ -471,6 +472,10 @@ def acquire_hpa(
     workers, retries, backoff, timeout, progress, session
         Passed to :func:`~workflow_scripts.download.download_all`; ``workers`` bounds the
         concurrent requests to the atlas (keep it polite).
+    fields_path : path-like, optional
+        Where the field table goes instead of ``raw_dir/fields.csv`` (the workflow keeps it
+        under ``results/<dataset>/raw`` when the files land in a folder of the user's); its
+        paths stay relative to ``raw_dir``.
 
     Returns
     -------
@@ -493,7 +498,8 @@ def acquire_hpa(
     gene_list = _gene_list(genes, max_genes)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
-    fields_path = raw_dir / FIELDS_NAME
+    fields_path = Path(fields_path) if fields_path is not None else raw_dir / FIELDS_NAME
+    fields_path.parent.mkdir(parents=True, exist_ok=True)
     # fields.csv marks a complete acquisition: a stale one from an earlier run must not
     # survive a run that fails.
     fields_path.unlink(missing_ok=True)
