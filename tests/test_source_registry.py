@@ -145,7 +145,7 @@ def _today_shard_megapixels(entry, shard, resize_to, n_indexed):
         fields = len(ds_lib.shard_fields(entry, shard))
         pixels = entry["field_size"] ** 2
     elif entry["source"] == "crops":
-        fields = entry["shard_size"]
+        fields = entry["cells_per_shard"]  # what a crops shard holds (not shard_size fields)
         pixels = (2 * resize_to) ** 2
     else:
         fields = ds_lib.effective_shard_size(entry, n_indexed)
@@ -285,3 +285,16 @@ def test_specs_are_immutable():
     with pytest.raises(AttributeError):
         registry.SOURCES["hpa"].downloads = False  # type: ignore[misc]
     assert math.isclose(_megapixels(ENTRIES["synthetic"], "s0000", 64, int), 16 * 128**2 * 3 / 1e6)
+
+
+def test_a_crops_shard_is_sized_by_the_cells_it_holds():
+    """A crops shard holds ``cells_per_shard`` cells (4,096 by default), not ``shard_size``
+    (fields, 16): the cluster's memory and time requests follow the cells."""
+    entry = {**ENTRIES["crops"], "shard_size": 16, "cells_per_shard": 4096}
+    fields, pixels = source_spec("crops").shard_size(entry, "s0000", resize_to=64, index_rows=lambda: 0)
+    assert (fields, pixels) == (4096, 128 * 128)
+    from workflow_scripts.cluster import scaled_by_pixels, shard_megapixels
+
+    megapixels = shard_megapixels(entry, "s0000", 64, lambda: 0)
+    assert megapixels == pytest.approx(4096 * 128 * 128 * len(ds_lib.normalize_channels(entry)) / 1e6)
+    assert scaled_by_pixels(1000, 16, megapixels, 1) > 2000  # load_crops' request, MB

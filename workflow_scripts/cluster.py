@@ -45,7 +45,7 @@ def shard_megapixels(entry: dict, shard: str, resize_to: int, index_rows: Callab
 
     Examples
     --------
-    >>> entry = {"source": "crops", "shard_size": 100, "channels": {"dna": {"role": "nucleus"}}}
+    >>> entry = {"source": "crops", "cells_per_shard": 100, "channels": {"dna": {"role": "nucleus"}}}
     >>> shard_megapixels(entry, "s0000", 64, lambda: 0)
     1.6384
     """

@@ -248,7 +248,7 @@ class SourceSpec:
         """Return the fields of one shard and the pixels of one field, for the cluster's requests.
 
         Synthetic shards hold their fields at ``field_size``; a crops shard is
-        ``shard_size`` crops of twice ``resize_to``; other shards hold as many fields as the
+        ``cells_per_shard`` crops of twice ``resize_to``; other shards hold as many fields as the
         index puts in one (shards grow past ``max_shards``), each of
         :data:`ASSUMED_FIELD_PIXELS`.
 
@@ -321,8 +321,8 @@ def _synthetic_shard(entry: dict, shard: str, resize_to: int, index_rows) -> tup
 
 
 def _crops_shard(entry: dict, shard: str, resize_to: int, index_rows) -> tuple[int, int]:
-    """``shard_size`` crops of twice the model input size."""
-    return entry["shard_size"], (2 * resize_to) ** 2
+    """``cells_per_shard`` crops (what the index puts in one shard) of twice the model input size."""
+    return int(entry["cells_per_shard"]), (2 * resize_to) ** 2
 
 
 def _indexed_shard(entry: dict, shard: str, resize_to: int, index_rows) -> tuple[int, int]:
