@@ -26,7 +26,8 @@ def _cell_features(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     ids = np.arange(1, labels.max() + 1)
     regions = (labels, np.where(labels > 0, 0, cells), np.where(find_boundaries(cells, mode="inner"), cells, 0))
     image = image.astype(np.float64)
-    columns = [np.log1p(ndimage.mean(channel, region, ids)) for region in regions for channel in image]
+    with np.errstate(invalid="ignore"):  # a nucleus with no free pixel around it: NaN, set to 0 below
+        columns = [np.log1p(ndimage.mean(channel, region, ids)) for region in regions for channel in image]
     columns += [np.log1p(ndimage.standard_deviation(image[2], cells, ids)), np.log1p(ndimage.maximum(image[2], cells, ids))]
     return np.nan_to_num(np.column_stack(columns))
 
