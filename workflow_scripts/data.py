@@ -300,19 +300,10 @@ class Normalizer:
         return {"kind": "affine", "offset": self.offset, "scale": self.scale, "clip": self.clip}
 
 
-class PerCellMinMax:
-    """Each cell's channels scaled to [0, 1] independently (paired cell inpainting).
+class _WithoutInverse:
+    """A per-cell or per-field scaling: no global inverse, so ``invert`` returns its input."""
 
-    The reference's scaling (:func:`per_cell_minmax`); there is no global inverse, so
-    ``invert`` returns its input.
-    """
-
-    kind = "per_cell_minmax"
     invertible = False
-
-    def __call__(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
-        """Scale (n, C, H, W) images (``index`` is unused)."""
-        return per_cell_minmax(x)
 
     def invert(self, y: np.ndarray) -> np.ndarray:
         """Return ``y`` unchanged (there is no inverse).
@@ -328,6 +319,20 @@ class PerCellMinMax:
             ``y`` itself.
         """
         return y
+
+
+class PerCellMinMax(_WithoutInverse):
+    """Each cell's channels scaled to [0, 1] independently (paired cell inpainting).
+
+    The reference's scaling (:func:`per_cell_minmax`); there is no global inverse, so
+    ``invert`` returns its input.
+    """
+
+    kind = "per_cell_minmax"
+
+    def __call__(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+        """Scale (n, C, H, W) images (``index`` is unused)."""
+        return per_cell_minmax(x)
 
     def to_record(self) -> dict:
         """Describe the normaliser for model.json.
@@ -346,7 +351,7 @@ def _robust_scale(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, clip: bool) -> 
     return np.clip(y, 0.0, 1.0) if clip else y
 
 
-class PerCellRobust:
+class PerCellRobust(_WithoutInverse):
     """``normalize: cell``: each crop's channels mapped from their own robust range to [0, 1].
 
     The range is the :data:`ROBUST_RANGE` percentiles over the crop's pixels; values are
@@ -363,7 +368,6 @@ class PerCellRobust:
     """
 
     kind = "per_cell_robust"
-    invertible = False
 
     def __init__(self, clip: bool = False, percentiles: tuple[float, float] = ROBUST_RANGE):
         self.clip = bool(clip)
@@ -374,21 +378,6 @@ class PerCellRobust:
         x = np.asarray(x, dtype=np.float32)
         lo, hi = np.percentile(x, self.percentiles, axis=(-2, -1), keepdims=True)
         return _robust_scale(x, lo, hi, self.clip)
-
-    def invert(self, y: np.ndarray) -> np.ndarray:
-        """Return ``y`` unchanged (there is no inverse).
-
-        Parameters
-        ----------
-        y : ndarray
-            Scaled images.
-
-        Returns
-        -------
-        ndarray
-            ``y`` itself.
-        """
-        return y
 
     def to_record(self) -> dict:
         """Describe the normaliser for model.json.
@@ -401,7 +390,7 @@ class PerCellRobust:
         return {"kind": self.kind, "percentiles": list(self.percentiles), "clip": self.clip}
 
 
-class PerFieldRobust:
+class PerFieldRobust(_WithoutInverse):
     """``normalize: field``: every crop mapped from its field's robust range to [0, 1].
 
     The range is the :data:`ROBUST_RANGE` percentiles of all crops of the field of view
@@ -422,7 +411,6 @@ class PerFieldRobust:
 
     kind = "per_field_robust"
     needs_table = True
-    invertible = False
 
     def __init__(
         self,
@@ -475,21 +463,6 @@ class PerFieldRobust:
             raise RuntimeError("normalize: field: call bind(table, arrays) and pass the batch's table positions")
         index = np.asarray(index)
         return _robust_scale(np.asarray(x, dtype=np.float32), self.lo[index], self.hi[index], self.clip)
-
-    def invert(self, y: np.ndarray) -> np.ndarray:
-        """Return ``y`` unchanged (there is no inverse).
-
-        Parameters
-        ----------
-        y : ndarray
-            Scaled images.
-
-        Returns
-        -------
-        ndarray
-            ``y`` itself.
-        """
-        return y
 
     def to_record(self) -> dict:
         """Describe the normaliser for model.json.
