@@ -15,14 +15,16 @@ import torch
 
 from workflow_scripts.data import Normalizer, ShardedArrays, item_locations, per_cell_minmax
 from workflow_scripts.training.device import ResidentPairedSource, resident_items
+from workflow_scripts.training.streams import ShardedItems
 
 __all__ = ["PairedSource"]
 
 
-class PairedSource:
+class PairedSource(ShardedItems):
     """Like a plain batch source, but ``batch(index)`` returns ``{"source": A, "target": B}``.
 
-    A :class:`~workflow_scripts.training.streams.ResidentCapable` training source.
+    A :class:`~workflow_scripts.training.streams.ResidentCapable` training source; its items
+    are the pairable cells, and ``raw`` reads cells A unscaled.
 
     Parameters
     ----------
@@ -97,10 +99,6 @@ class PairedSource:
         rank[self._members] = np.arange(len(self.group)) - self._starts[self.group[self._members]]
         self._rank = rank
 
-    def __len__(self) -> int:
-        """Return the number of pairable cells (items)."""
-        return len(self.positions)
-
     @property
     def n_groups(self) -> int:
         """Return the number of groups with at least two cells (those pairs are drawn from)."""
@@ -173,26 +171,6 @@ class PairedSource:
         """
         index = np.asarray(index, dtype=np.int64)
         return {"source": self._read(index), "target": self._read(self.partners()[index])}
-
-    def raw(self, index) -> np.ndarray:
-        """Read cells A at ``index`` without scaling them.
-
-        Parameters
-        ----------
-        index : array_like of int
-            Item positions.
-
-        Returns
-        -------
-        ndarray of shape (n, C, H, W), float32
-            The raw cells.
-        """
-        index = np.asarray(index, dtype=np.int64)
-        return self.arrays.gather(self.shards[index], self.rows[index])
-
-    def resident_nbytes(self) -> int:
-        """Return the bytes of all scaled items (float32), as :meth:`resident` holds them."""
-        return len(self) * int(np.prod(self.arrays.item_shape or (0,))) * 4
 
     def resident(self, device: torch.device) -> ResidentPairedSource:
         """Hold the items, scaled as configured, as one tensor on ``device``.

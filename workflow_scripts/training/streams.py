@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # torch is imported only where a stream is held on a device
 
     from workflow_scripts.training.device import DeviceSource, ResidentSource
 
-__all__ = ["TrainingSource", "ResidentCapable", "as_training_source", "BatchSource", "source_for"]
+__all__ = ["TrainingSource", "ResidentCapable", "as_training_source", "ShardedItems", "BatchSource", "source_for"]
 
 
 @runtime_checkable
@@ -115,7 +115,44 @@ def as_training_source(source) -> TrainingSource:
     return source if isinstance(source, TrainingSource) else _EpochFree(source)
 
 
-class BatchSource:
+class ShardedItems:
+    """Items read from a sharded array by (shard, row): ``arrays``, ``shards`` and ``rows``.
+
+    What :class:`BatchSource` and
+    :class:`~workflow_scripts.training.pairs.PairedSource` share: reading items unscaled, and
+    the size of all of them held as float32.
+    """
+
+    arrays: ShardedArrays
+    shards: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        """Return the number of items."""
+        return len(self.rows)
+
+    def raw(self, index: np.ndarray) -> np.ndarray:
+        """Read the items at ``index`` without scaling them.
+
+        Parameters
+        ----------
+        index : array_like of int
+            Item positions.
+
+        Returns
+        -------
+        ndarray of shape (n, C, H, W), float32
+            The raw items.
+        """
+        index = np.asarray(index, dtype=np.int64)
+        return self.arrays.gather(self.shards[index], self.rows[index])
+
+    def resident_nbytes(self) -> int:
+        """Return the bytes of all scaled items (float32), as ``resident`` holds them."""
+        return len(self) * int(np.prod(self.arrays.item_shape or (0,))) * 4
+
+
+class BatchSource(ShardedItems):
     """Items of a sharded array selected by (shard, row), normalised on read.
 
     Parameters
@@ -143,10 +180,6 @@ class BatchSource:
             raise ValueError("shards and rows differ in length")
         self.normalizer = normalizer
 
-    def __len__(self) -> int:
-        """Return the number of items."""
-        return len(self.rows)
-
     def batch(self, index: np.ndarray) -> np.ndarray:
         """Read and normalise the items at ``index``.
 
@@ -171,26 +204,6 @@ class BatchSource:
         epoch : int
             The epoch about to be read.
         """
-
-    def raw(self, index: np.ndarray) -> np.ndarray:
-        """Read the items at ``index`` without normalising them.
-
-        Parameters
-        ----------
-        index : array_like of int
-            Item positions.
-
-        Returns
-        -------
-        ndarray of shape (n, C, H, W), float32
-            The raw items.
-        """
-        index = np.asarray(index)
-        return self.arrays.gather(self.shards[index], self.rows[index])
-
-    def resident_nbytes(self) -> int:
-        """Return the bytes of all normalised items (float32), as :meth:`resident` holds them."""
-        return len(self) * int(np.prod(self.arrays.item_shape or (0,))) * 4
 
     def resident(self, device: torch.device) -> ResidentSource:
         """Hold all normalised items as one tensor on ``device``, computed once in chunks.
