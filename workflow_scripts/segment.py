@@ -258,6 +258,7 @@ def _split_touching(
     low, gain = 0.0, 0.0
     if intensity is not None and len(boxes):
         low, gain = _intensity_scaling(intensity, mask, weight)
+    max_piece = _MERGE_AREA * np.pi * scale * scale  # largest piece that may be joined again
     for index, box in boxes:
         component = labels[box] == index
         bright = None
@@ -271,7 +272,7 @@ def _split_touching(
         merge = None
         if prominence > 0:
             relief = _relief_in_radii(distance, bright is not None, squared, scale)
-            merge = (relief, prominence, _MERGE_AREA * np.pi * scale * scale)
+            merge = (relief, prominence, max_piece)
         _watershed_component(labels[box], component, distance, peaks, next_label, merge)
         next_label += n_markers
     return labels
@@ -342,9 +343,9 @@ def _component_markers(
     """(relief, peaks, squared) of one component: the distance (plus ``bright``), its markers.
 
     The squared distance stands for the distance where there is no intensity term (``squared``
-    is then True): only its order matters to the peaks and the watershed. The peaks are :func:`_distance_peaks`', or
-    ``peak_local_max``'s where that does not reproduce them (a box without background, or a
-    component every pixel of which is a maximum).
+    is then True): only its order matters to the peaks and the watershed. The peaks are
+    :func:`_distance_peaks`', or ``peak_local_max``'s where that does not reproduce them (a
+    box without background, or a component every pixel of which is a maximum).
     """
     distance = _squared_distance(component)
     squared = distance is not None and bright is None
